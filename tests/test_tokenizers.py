@@ -1,0 +1,110 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from datamodules import tokenizers
+from datamodules.tokenizers import _byte_decoder, load_tokenizer
+
+SHARED_GPT2 = Path(os.environ.get("NCA_SHARED_DATA", "/work/shared/data")) / "gpt2_tokenizer"
+TO_CHAR = {b: c for c, b in _byte_decoder().items()}
+
+
+def write_bpe(directory: Path, merges: list[tuple[str, str]], names=("encoder.json", "vocab.bpe")) -> Path:
+    """A tiny GPT-2-format vocabulary: 256 byte tokens in tiktoken's order, the merges, then <|endoftext|>."""
+    directory.mkdir(parents=True, exist_ok=True)
+    encoder = {c: i for i, c in enumerate(_byte_decoder())}
+    for a, b in merges:
+        encoder[a + b] = len(encoder)
+    encoder["<|endoftext|>"] = len(encoder)
+    (directory / names[0]).write_text(json.dumps(encoder))
+    (directory / names[1]).write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    return directory
+
+
+MERGES = [("h", "e"), ("l", "l"), ("he", "ll"), (TO_CHAR[32], "w")]
+
+
+def test_bpe_from_local_files_applies_merges(tmp_path):
+    tok = load_tokenizer(write_bpe(tmp_path / "tok", MERGES))
+    enc = json.loads((tmp_path / "tok" / "encoder.json").read_text())
+    assert tok.vocab_size == 261 and tok.eot_id == 260
+    assert tok.name.startswith("bpe-")
+    o, space = enc["o"], enc[TO_CHAR[32]]
+    assert tok.encode("hello hello") == [enc["hell"], o, space, enc["hell"], o]
+    assert tok.encode(" world")[0] == enc[TO_CHAR[32] + "w"]
+    assert tok.encode_batch(["hello", "é"]) == [[enc["hell"], o], [enc[TO_CHAR[0xC3]], enc[TO_CHAR[0xA9]]]]
+
+
+def test_special_token_text_is_ordinary(tmp_path):
+    tok = load_tokenizer(write_bpe(tmp_path, MERGES))
+    assert tok.eot_id not in tok.encode("a<|endoftext|>b")
+
+
+def test_hf_file_names_work_and_name_depends_on_content(tmp_path):
+    a = load_tokenizer(write_bpe(tmp_path / "a", MERGES, names=("vocab.json", "merges.txt")))
+    b = load_tokenizer(write_bpe(tmp_path / "b", MERGES[:2]))
+    assert a.vocab_size == 261 and b.vocab_size == 259
+    assert a.name != b.name
+
+
+def test_mismatched_files_fail(tmp_path):
+    d = write_bpe(tmp_path, MERGES)
+    (d / "vocab.bpe").write_text("#version: 0.2\nh e\nx y\n")
+    with pytest.raises(ValueError, match="merge 1"):
+        load_tokenizer(d)
+    (d / "vocab.bpe").write_text("#version: 0.2\nl l\nh e\nhe ll\n" + f"{TO_CHAR[32]} w\n")
+    with pytest.raises(ValueError, match="count or order"):
+        load_tokenizer(d)
+
+
+def test_missing_end_of_text_fails(tmp_path):
+    d = write_bpe(tmp_path, MERGES)
+    enc = json.loads((d / "encoder.json").read_text())
+    del enc["<|endoftext|>"]
+    (d / "encoder.json").write_text(json.dumps(enc))
+    with pytest.raises(ValueError, match="endoftext"):
+        load_tokenizer(d)
+
+
+def test_missing_tokenizer_says_what_to_provide(tmp_path):
+    with pytest.raises(FileNotFoundError, match="encoder.json"):
+        load_tokenizer(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="No tokenizer files"):
+        load_tokenizer(tmp_path)
+    with pytest.raises(ValueError, match="Unknown tokenizer 'gpt3'.*encoder.json"):
+        load_tokenizer("gpt3")
+
+
+def test_gpt2_offline_fails_with_instructions(monkeypatch):
+    import tiktoken
+
+    def offline(name):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    with pytest.raises(RuntimeError, match="offline.*encoder.json"):
+        load_tokenizer("gpt2")
+
+
+def test_tokenizer_json_directory(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    hf = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 1, "world": 2, "<eos>": 3}, unk_token="[UNK]"))
+    hf.pre_tokenizer = pre_tokenizers.Whitespace()
+    hf.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(ValueError, match="no end-of-text"):
+        load_tokenizer(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<eos>", "tokenizer_class": "PreTrainedTokenizerFast"}))
+    tok = load_tokenizer(tmp_path)
+    assert tok.eot_id == 3 and tok.vocab_size == 4
+    assert tok.encode_batch(["hello world", "world x"]) == [[1, 2], [2, 0]]
+
+
+@pytest.mark.skipif(not (SHARED_GPT2 / "encoder.json").is_file(), reason="shared GPT-2 files absent")
+def test_shared_gpt2_files_match_openai_gpt2():
+    tok = load_tokenizer(SHARED_GPT2)
+    assert (tok.name, tok.vocab_size, tok.eot_id) == ("gpt2", 50257, 50256)
+    assert tok.encode("Hello world") == [15496, 995]
+    assert tokenizers.GPT2_HASHES  # the files are OpenAI's, so caches are shared with tiktoken's own "gpt2"
