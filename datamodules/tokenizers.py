@@ -69,14 +69,30 @@ def load_tokenizer(spec: str | os.PathLike) -> TextTokenizer:
     return _from_tiktoken_name(spec)
 
 
+class _TiktokenBatch:
+    """Batched tiktoken encoding as a picklable callable (so a DataModule holding it can be pickled)."""
+
+    def __init__(self, enc):
+        self.enc, self.threads = enc, max(1, min(8, os.cpu_count() or 1))
+
+    def __call__(self, texts: list[str]) -> list[list[int]]:
+        return self.enc.encode_ordinary_batch(texts, num_threads=self.threads)
+
+
+class _LitgptBatch:
+    """Batched encoding through a litgpt Tokenizer's backend, without BOS/EOS insertion."""
+
+    def __init__(self, tok):
+        self.processor, self.hf = tok.processor, tok.backend == "huggingface"
+
+    def __call__(self, texts: list[str]) -> list[list[int]]:
+        if self.hf:
+            return [e.ids for e in self.processor.encode_batch(texts, add_special_tokens=False)]
+        return self.processor.encode(texts)  # sentencepiece encodes lists, adding no BOS by default
+
+
 def _tiktoken_encoder(enc, name: str) -> TextTokenizer:
-    threads = max(1, min(8, os.cpu_count() or 1))
-    return TextTokenizer(
-        name=name,
-        vocab_size=enc.n_vocab,
-        eot_id=enc.eot_token,
-        encode_batch=lambda texts: enc.encode_ordinary_batch(texts, num_threads=threads),
-    )
+    return TextTokenizer(name=name, vocab_size=enc.n_vocab, eot_id=enc.eot_token, encode_batch=_TiktokenBatch(enc))
 
 
 def _from_tiktoken_name(name: str) -> TextTokenizer:
@@ -181,12 +197,8 @@ def _from_litgpt(path: Path) -> TextTokenizer:
             f"Tokenizer in {path} declares no end-of-text/eos token (tokenizer_config.json or generation_config.json); "
             "documents cannot be separated without one."
         )
-    if tok.backend == "huggingface":
-        encode = lambda texts: [e.ids for e in tok.processor.encode_batch(texts, add_special_tokens=False)]  # noqa: E731
-    else:  # sentencepiece
-        encode = lambda texts: tok.processor.encode(texts)  # noqa: E731
     digest = hashlib.sha256()
     for name in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "generation_config.json"):
         if (path / name).is_file():
             digest.update(name.encode() + (path / name).read_bytes())
-    return TextTokenizer(f"{path.name}-{digest.hexdigest()[:12]}", tok.vocab_size, tok.eos_id, encode)
+    return TextTokenizer(f"{path.name}-{digest.hexdigest()[:12]}", tok.vocab_size, tok.eos_id, _LitgptBatch(tok))

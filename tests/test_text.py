@@ -250,3 +250,34 @@ def test_row_dataset_pickles_without_data(tmp_path, tok_dir):
     clone = pickle.loads(pickle.dumps(dm.train_data))
     assert len(pickle.dumps(dm.train_data)) < 1000
     assert torch.equal(clone[3]["input_ids"], dm.train_data[3]["input_ids"])
+    assert pickle.loads(pickle.dumps(dm)).tokenizer.encode("abc") == dm.tokenizer.encode("abc")  # spawn-safe
+
+
+def test_trainer_runs_prepare_setup_and_both_loaders(tmp_path, tok_dir):
+    import lightning as L
+    from torch import nn
+
+    class Tiny(L.LightningModule):
+        def __init__(self, vocab_size):
+            super().__init__()
+            self.emb, self.batches = nn.Embedding(vocab_size, 4), {"train": 0, "val": 0}
+
+        def step(self, batch, split):
+            self.batches[split] += 1
+            assert batch["input_ids"].shape == batch["labels"].shape
+            return self.emb(batch["input_ids"]).pow(2).mean()
+
+        def training_step(self, batch, _):
+            return self.step(batch, "train")
+
+        def validation_step(self, batch, _):
+            self.step(batch, "val")
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    dm = make(tmp_path, write_jsonl(tmp_path / "a.jsonl", documents(100)), tok_dir, val_fraction=0.2)
+    model = Tiny(dm.vocab_size)
+    L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
+              enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=2, val_check_interval=2).fit(model, datamodule=dm)
+    assert model.batches["train"] == 3 and model.batches["val"] >= 1

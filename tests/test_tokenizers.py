@@ -1,4 +1,5 @@
 import json
+import pickle
 import os
 from pathlib import Path
 
@@ -40,6 +41,8 @@ def test_bpe_from_local_files_applies_merges(tmp_path):
 def test_special_token_text_is_ordinary(tmp_path):
     tok = load_tokenizer(write_bpe(tmp_path, MERGES))
     assert tok.eot_id not in tok.encode("a<|endoftext|>b")
+    clone = pickle.loads(pickle.dumps(tok))  # e.g. a DataModule sent to spawned processes
+    assert clone.encode("hello") == tok.encode("hello") and clone.name == tok.name
 
 
 def test_hf_file_names_work_and_name_depends_on_content(tmp_path):
@@ -100,6 +103,7 @@ def test_tokenizer_json_directory(tmp_path):
     tok = load_tokenizer(tmp_path)
     assert tok.eot_id == 3 and tok.vocab_size == 4
     assert tok.encode_batch(["hello world", "world x"]) == [[1, 2], [2, 0]]
+    assert pickle.loads(pickle.dumps(tok)).encode("world hello") == [2, 1]
 
 
 @pytest.mark.skipif(not (SHARED_GPT2 / "encoder.json").is_file(), reason="shared GPT-2 files absent")
