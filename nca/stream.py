@@ -74,7 +74,7 @@ class NCAStream:
         while len(pending):
             if start >= self.max_attempts:
                 raise BandUnreachable(f"{len(pending)} sequences found no rule in band {self.band} after {start} attempts each")
-            width = 1 if len(pending) >= 256 else min(64, -(-256 // len(pending)))  # keep batches full in the tail
+            width = 1 if len(pending) >= 32 else 4  # a few attempts at once only for the last stragglers
             j = torch.arange(start, start + width, device=index.device)
             cand = (hash_keys(self.seed, _FRESH_RULE, self.bit, index[pending][:, None], j[None, :]) & ~1) | self.bit
             r = rule_ratios(cand.reshape(-1), self.cfg, self.seed).reshape(len(pending), width)
