@@ -91,10 +91,9 @@ class Simulator:
         below the uniform's resolution, so the inverse-CDF draw would pick it too); only the
         near-ties draw their keyed uniform. At temperature 1e-4 that is about 2% of cells."""
         z = self.logits(state)
-        top = z.amax(1)
-        is_top = z == top.unsqueeze(1)
-        arg = (is_top * self.state_ids).amax(1).long()
-        unsure = (top - z.masked_fill(is_top, float("-inf")).amax(1)) <= _SURE_GAP
+        near = (z >= (z.amax(1) - _SURE_GAP).unsqueeze(1)).view(torch.uint8)  # states within the gap of the top
+        arg = (near * self.state_ids).amax(1).long()  # the argmax wherever it is the only near state
+        unsure = near.sum(1, dtype=torch.uint8) > 1
         rows, cells = unsure.nonzero(as_tuple=True)
         if len(rows):
             u = to_uniform(stream(step_keys[rows], cells))
