@@ -1,0 +1,3 @@
+from lit_modules.causal_lm import CausalLM, ModelConfig
+
+__all__ = ["CausalLM", "ModelConfig"]

@@ -1,0 +1,335 @@
+"""One LightningModule for causal LM training (stage 1 on NCA tokens, stage 2 on text) on litgpt's ``GPT``.
+
+The architecture is always Llama-style (RMSNorm, SwiGLU, full RoPE, no biases, untied head); the YAML only
+picks sizes. The model's vocabulary comes from the DataModule (``vocab_size``, linked by the CLI), so it can
+never be smaller than the ids it will see. Batches follow the project contract: ``input_ids`` and
+already-shifted ``labels`` ([B, T] each), -100 where no loss is taken.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from functools import partial
+from typing import Any, Literal, Optional, TypedDict
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.fabric.utilities.throughput import measure_flops
+from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.utilities import rank_zero_info
+from litgpt.config import Config
+from litgpt.model import GPT, CausalSelfAttention, LLaMAMLP, RMSNorm
+from litgpt.utils import reset_parameters
+from torch import nn
+
+IGNORE_INDEX = -100
+
+
+class ModelConfig(TypedDict, total=False):
+    """Sizes of a Llama-style model; every key is a field of ``litgpt.Config``. Unset keys take ``DEFAULTS``.
+
+    A TypedDict (not a dataclass) so that YAML files replace it whole (a model-size file never inherits
+    stray keys from the stage file) while ``--model.config.n_layer 4`` still overrides one key, and a
+    misspelt key is rejected by the parser.
+    """
+
+    block_size: int  # context length
+    n_layer: int
+    n_embd: int
+    n_head: int
+    head_size: int  # default n_embd // n_head
+    n_query_groups: int  # default n_head (no GQA)
+    intermediate_size: int  # SwiGLU hidden size, default 4 * n_embd
+    rope_base: int
+    norm_eps: float
+    vocab_size: int  # leave unset: the vocabulary follows the data
+    padded_vocab_size: int  # embedding rows; must be >= the data's vocab_size
+    padding_multiple: int  # pad the data's vocab_size up to a multiple of this
+
+
+DEFAULTS: ModelConfig = dict(block_size=1024, n_layer=2, n_embd=128, n_head=4, rope_base=10000, norm_eps=1e-5,
+                             padding_multiple=64)
+
+# What makes the model Llama-style; not configurable on purpose.
+LLAMA_STYLE = dict(
+    norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", bias=False, lm_head_bias=False,
+    parallel_residual=False, rotary_percentage=1.0, scale_embeddings=False,
+)
+
+
+def build_config(config: Optional[ModelConfig], data_vocab_size: Optional[int]) -> Config:
+    """The litgpt Config for ``config`` with the data's vocabulary; fails early if it cannot hold the data's ids."""
+    cfg = {**DEFAULTS, **(config or {})}
+    unknown = set(cfg) - set(ModelConfig.__annotations__)
+    if unknown:
+        raise ValueError(f"Unknown model config keys {sorted(unknown)}; allowed: {sorted(ModelConfig.__annotations__)}")
+    cfg.setdefault("intermediate_size", 4 * cfg["n_embd"])
+    model_vocab = cfg.get("padded_vocab_size", cfg.get("vocab_size"))
+    if data_vocab_size is None:
+        if model_vocab is None:
+            raise ValueError(
+                "The model's vocabulary size is unknown: pass `vocab_size` (the CLI links it from "
+                "`data.vocab_size`) or set `model.config.padded_vocab_size`."
+            )
+        cfg.setdefault("vocab_size", model_vocab)
+    else:
+        if model_vocab is not None and model_vocab < data_vocab_size:
+            raise ValueError(
+                f"The model config sets a vocabulary of {model_vocab} rows, smaller than the data's vocab_size "
+                f"{data_vocab_size}: token ids would index past the embedding. Remove `vocab_size`/"
+                f"`padded_vocab_size` from `model.config` (the vocabulary then follows the data) or set it "
+                f">= {data_vocab_size}."
+            )
+        cfg["vocab_size"] = data_vocab_size
+    return Config(**cfg, **LLAMA_STYLE)
+
+
+def init_weights_(model: GPT, n_layer: int, n_embd: int) -> None:
+    """litgpt's pre-training init (``litgpt.pretrain.initialize_weights``, GPT-NeoX / TinyLlama scheme).
+
+    Installs per-module ``reset_parameters`` so FSDP can materialise meta-device modules with the same init.
+    """
+
+    def normal_(module: nn.Module, std: float) -> None:
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+
+    for mod in model.modules():
+        if isinstance(mod, (nn.Embedding, nn.Linear)):
+            mod.reset_parameters = partial(normal_, mod, std=math.sqrt(2.0 / 5 / n_embd))
+    for mod in model.modules():  # residual output projections are scaled down with depth
+        if isinstance(mod, (LLaMAMLP, CausalSelfAttention)):
+            mod.proj.reset_parameters = partial(normal_, mod.proj, std=1 / math.sqrt(n_embd) / n_layer)
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up to 1, then cosine down to ``min_ratio`` at ``total`` steps (and flat after)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def batch_size(batch: dict[str, torch.Tensor]) -> int:
+    return batch["input_ids"].size(0)
+
+
+def batch_tokens(batch: dict[str, torch.Tensor]) -> int:
+    return batch["input_ids"].numel()
+
+
+class CausalLM(L.LightningModule):
+    """Next-token training of a Llama-style litgpt ``GPT`` (``self.model``), built in ``configure_model``.
+
+    Args:
+        config: model sizes (see ``ModelConfig``); the vocabulary normally comes from ``vocab_size``.
+        vocab_size: the data's vocabulary (linked from ``data.vocab_size`` by the CLI).
+        optimizer: ``adamw`` (torch) or ``bnb_adamw8bit`` (bitsandbytes 8-bit AdamW).
+        lr, min_lr: peak learning rate and the floor the cosine decays to.
+        warmup_steps / warmup_fraction: linear warm-up length, in steps or as a fraction of max_steps (not both).
+        betas, eps, weight_decay: AdamW settings; weight decay never applies to norm weights.
+        init_from: weights of an earlier stage, loaded at the start of a fresh (non-resumed) fit.
+        reinit_embeddings: re-create the embedding and head when loading ``init_from`` (vocabulary changes).
+    """
+
+    def __init__(
+        self,
+        config: Optional[ModelConfig] = None,
+        vocab_size: Optional[int] = None,
+        optimizer: Literal["adamw", "bnb_adamw8bit"] = "adamw",
+        lr: float = 3e-4,
+        min_lr: float = 0.0,
+        warmup_steps: Optional[int] = None,
+        warmup_fraction: Optional[float] = None,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        init_from: Optional[str] = None,
+        reinit_embeddings: bool = True,
+    ) -> None:
+        super().__init__()
+        if warmup_steps is not None and warmup_fraction is not None:
+            raise ValueError("Set either `warmup_steps` or `warmup_fraction`, not both.")
+        if warmup_fraction is not None and not 0.0 <= warmup_fraction < 1.0:
+            raise ValueError(f"`warmup_fraction` must lie in [0, 1), got {warmup_fraction}.")
+        if not 0.0 <= min_lr <= lr:
+            raise ValueError(f"`min_lr` must lie in [0, lr={lr}], got {min_lr}.")
+        if optimizer not in ("adamw", "bnb_adamw8bit"):
+            raise ValueError(f"Unknown optimizer {optimizer!r}; choose 'adamw' or 'bnb_adamw8bit'.")
+        self.save_hyperparameters()
+        # Built here (cheap, no tensors) so that a too-small vocabulary fails before any training starts.
+        self.model_config = build_config(config, vocab_size)
+        self.init_from = init_from
+        self.reinit_embeddings = reinit_embeddings
+        self.model: Optional[GPT] = None
+        self._tokens_seen = torch.zeros((), dtype=torch.int64)
+        self._flops: dict[tuple, int] = {}
+        self._eval_sums: Optional[torch.Tensor] = None
+
+    # ----------------------------------------------------------------------------------------------- model
+    def configure_model(self) -> None:
+        """Create the GPT once (Lightning may call this again). Under FSDP on the meta device: FSDP then
+        materialises each module with the ``reset_parameters`` installed by ``init_weights_``."""
+        if self.model is not None:
+            return
+        fsdp = self._trainer is not None and isinstance(self.trainer.strategy, FSDPStrategy)
+        cfg = self.model_config
+        with torch.device("meta") if fsdp else nullcontext():
+            model = GPT(cfg)
+        init_weights_(model, n_layer=cfg.n_layer, n_embd=cfg.n_embd)
+        if not fsdp:
+            reset_parameters(model)
+        assert model.lm_head.weight is not model.transformer.wte.weight, "head must stay untied"
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids)
+
+    def _losses(self, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
+        logits = self.model(batch["input_ids"])
+        return F.cross_entropy(
+            logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE_INDEX, reduction=reduction
+        )
+
+    # -------------------------------------------------------------------------------------------- training
+    def on_fit_start(self) -> None:
+        if self.init_from is not None and self.trainer.ckpt_path is None:
+            from lit_modules.transfer import load_stage_weights
+
+            fsdp_root = self.trainer.model if isinstance(self.trainer.strategy, FSDPStrategy) else None
+            report = load_stage_weights(self.model, self.init_from, reinit_embeddings=self.reinit_embeddings,
+                                        fsdp_root=fsdp_root)
+            rank_zero_info(str(report))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._losses(batch)
+        n = torch.tensor(batch["input_ids"].numel(), dtype=torch.int64, device=self.device)
+        if self.trainer.world_size > 1:
+            n = self.trainer.strategy.reduce(n, reduce_op="sum")
+        self._tokens_seen = self._tokens_seen.to(self.device) + n
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/tokens_seen", self._tokens_seen.float())
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Total gradient 2-norm before clipping (clipping runs after this hook)."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+        if isinstance(self.trainer.strategy, FSDPStrategy) and self.trainer.world_size > 1:
+            norm = self.trainer.strategy.reduce(norm.float() ** 2, reduce_op="sum").sqrt()  # grads are sharded
+        self.log("train/grad_norm", norm)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["tokens_seen"] = int(self._tokens_seen)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._tokens_seen = torch.tensor(checkpoint.get("tokens_seen", 0), dtype=torch.int64)
+
+    # ---------------------------------------------------------------------------------------------- eval
+    def _eval_step(self, batch: dict[str, torch.Tensor]) -> None:
+        # Token-weighted over the whole set: sum of losses and count of supervised targets.
+        loss_sum = self._losses(batch, reduction="sum").float()
+        count = (batch["labels"] != IGNORE_INDEX).sum().float()
+        sums = torch.stack([loss_sum, count])
+        self._eval_sums = sums if self._eval_sums is None else self._eval_sums + sums
+
+    def _log_eval(self, stage: str) -> None:
+        if self._eval_sums is None:
+            return
+        sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum")
+        self._eval_sums = None
+        loss = sums[0] / sums[1].clamp(min=1)
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=False)
+        self.log(f"{stage}/ppl", loss.exp(), sync_dist=False)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_sums = None
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    # ------------------------------------------------------------------------------------------ throughput
+    @property
+    def flops_per_batch(self) -> Optional[int]:
+        """FLOPs of the last batch seen by this module (per device), read by ``ThroughputMonitor``."""
+        return self._flops.get(self._last_flops_key) if hasattr(self, "_last_flops_key") else None
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._note_shape(batch, training=True)
+
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._note_shape(batch, training=False)
+
+    on_test_batch_start = on_validation_batch_start
+
+    def _note_shape(self, batch: dict[str, torch.Tensor], training: bool) -> None:
+        key = (tuple(batch["input_ids"].shape), training)
+        if key not in self._flops:
+            self._flops[key] = measure_model_flops(self.model_config, *key[0], training=training)
+        self._last_flops_key = key
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [ThroughputMonitor(batch_size_fn=batch_size, length_fn=batch_tokens, window_size=20)]
+
+    # ------------------------------------------------------------------------------------------- optimiser
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        norm_params = {id(p) for m in self.model.modules() if isinstance(m, (nn.LayerNorm, RMSNorm))
+                       for p in m.parameters(recurse=False)}
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if id(p) not in norm_params], "weight_decay": hp.weight_decay},
+            {"params": [p for p in params if id(p) in norm_params], "weight_decay": 0.0},
+        ]
+        kwargs = dict(lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+        if hp.optimizer == "bnb_adamw8bit":
+            try:
+                import bitsandbytes as bnb
+            except ImportError as err:
+                raise ImportError(
+                    "`optimizer: bnb_adamw8bit` needs bitsandbytes: `pip install -e \".[bnb]\"`, "
+                    "or use `optimizer: adamw`."
+                ) from err
+            optimizer = bnb.optim.AdamW8bit(groups, **kwargs)
+        else:
+            fused = self.device.type == "cuda"
+            optimizer = torch.optim.AdamW(groups, fused=fused or None, **kwargs)
+
+        total = self.trainer.max_steps
+        if total is None or total < 0:
+            total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError("The LR schedule needs a finite length: set `trainer.max_steps`.")
+        total = int(total)
+        warmup = hp.warmup_steps if hp.warmup_steps is not None else int((hp.warmup_fraction or 0.0) * total)
+        schedule = partial(lr_factor, warmup=warmup, total=total, min_ratio=hp.min_lr / hp.lr if hp.lr else 0.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def measure_model_flops(config: Config, batch: int, seq_len: int, training: bool = True) -> int:
+    """FLOPs of one forward (+ backward when ``training``) of ``config`` at [batch, seq_len], counted on meta."""
+    with torch.device("meta"):
+        model = GPT(config)
+        x = torch.randint(0, 1, (batch, seq_len))
+        loss_fn = (lambda y: y.sum()) if training else None
+        return int(measure_flops(model, lambda: model(x), loss_fn))
+
