@@ -10,23 +10,20 @@ Token ids: open bracket i -> i, close bracket i -> k + i, BOS -> 2k (``vocab_siz
 balanced part even-length for the default odd row length (1024 + 1); if the row length is even, the row
 ends with one more BOS whose label is masked (-100).
 
-Randomness is a function of (seed, split, rank, sample index) only: the sample at index i of a rank's stream
-is the same whatever the number of DataLoader workers, workers produce disjoint whole batches, and a resumed
-run continues the stream from the number of batches already consumed. The DataModule counts those in its
-``on_before_batch_transfer`` hook and saves the count in its ``state_dict`` (Lightning stores it in every
-checkpoint); a LightningModule that overrides the same hook would be bypassed (Lightning warns).
+Randomness is a function of (seed, split, sample index) only, and batches are numbered across ranks and
+workers (``datamodules.streaming``): the stream is the same whatever the number of DataLoader workers, ranks
+get disjoint batches, and a resumed run continues from the batches already consumed.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
-
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader
 
 from datamodules.shards import IGNORE_INDEX, row_to_sample
+from datamodules.streaming import BatchSource, NumberedBatches, PositionedLoader, ResumableStreamMixin
 
 TRAIN_DOMAIN, VAL_DOMAIN = 0, 1  # separate seed domains: validation never repeats training samples
 
@@ -67,52 +64,33 @@ def split_words(row: np.ndarray | list[int], k: int) -> list[list[int]]:
     return words
 
 
-class DyckStream(IterableDataset):
-    """Seeded k-Dyck samples of one rank; worker w yields whole batches w, w + W, w + 2W, ... after ``start_batch``.
-
-    The DataLoader hands out batches round-robin over workers, so the batches arrive in stream order.
-    ``num_batches=None`` streams forever (training); an int makes a fixed, repeatable set (validation).
-    """
+class DyckSource(BatchSource):
+    """Seeded k-Dyck samples: sample ``i`` of a domain is a pure function of (seed, domain, i)."""
 
     def __init__(self, seq_len: int, batch_size: int, k: int = 64, max_depth: int = 16, p_open: float = 0.5,
-                 seed: int = 0, domain: int = TRAIN_DOMAIN, rank: int = 0, start_batch: int = 0,
-                 num_batches: int | None = None):
+                 seed: int = 0, domain: int = TRAIN_DOMAIN):
         self.seq_len, self.batch_size, self.k, self.max_depth, self.p_open = seq_len, batch_size, k, max_depth, p_open
-        self.seed, self.domain, self.rank = seed, domain, rank
-        self.start_batch, self.num_batches = start_batch, num_batches
+        self.seed, self.domain = seed, domain
 
     def sample(self, index: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.domain, self.rank, index])
+        rng = np.random.default_rng([self.seed, self.domain, index])
         row = dyck_row(rng, self.seq_len + 1, self.k, self.max_depth, self.p_open)
         out = row_to_sample(row)
         if self.seq_len % 2:  # even row length: the final id is padding
             out["labels"][-1] = IGNORE_INDEX
         return out
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        batch = self.start_batch + worker
-        while self.num_batches is None or batch < self.start_batch + self.num_batches:
-            for index in range(batch * self.batch_size, (batch + 1) * self.batch_size):
-                yield self.sample(index)
-            batch += workers
+    def batches(self, numbers: list[int]) -> list[dict[str, torch.Tensor]]:
+        b = self.batch_size
+        out = []
+        for q in numbers:
+            samples = [self.sample(i) for i in range(q * b, (q + 1) * b)]
+            out.append({key: torch.stack([s[key] for s in samples]) for key in samples[0]})
+        return out
 
 
-class _ResumingLoader(DataLoader):
-    """A DataLoader that moves its stream to the current position each time iteration starts (e.g. new epoch)."""
-
-    def __init__(self, *args: Any, position: Callable[[], int], **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._position = position
-
-    def __iter__(self):
-        self.dataset.start_batch = self._position()
-        return super().__iter__()
-
-
-class DyckDataModule(L.LightningDataModule):
-    """Streams k-Dyck rows in the batch contract; ``state_dict`` keeps the stream position for resumption.
+class DyckDataModule(ResumableStreamMixin, L.LightningDataModule):
+    """Streams k-Dyck rows in the batch contract; the stream position is saved in checkpoints.
 
     Args:
         seq_len: tokens per sample (rows hold ``seq_len + 1``).
@@ -132,35 +110,16 @@ class DyckDataModule(L.LightningDataModule):
         self.k, self.max_depth, self.p_open, self.seed, self.val_batches = k, max_depth, p_open, seed, val_batches
         self.vocab_size: int = 2 * k + 1
         self.bos_id: int = 2 * k
-        self.batches_seen = 0  # training batches this rank consumed (restored from checkpoints)
 
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Count consumed training batches: the stream position a checkpoint must resume from."""
-        trainer = self.trainer
-        if trainer is not None and trainer.training and not trainer.sanity_checking:
-            self.batches_seen += 1
-        return batch
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"batches_seen": self.batches_seen, "batch_size": self.batch_size, "seed": self.seed}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get("batch_size", self.batch_size) != self.batch_size:
-            raise ValueError(
-                f"Checkpoint stream used batch_size {state_dict['batch_size']}, this run {self.batch_size}; "
-                "a resumed Dyck stream needs the same batch size."
-            )
-        self.batches_seen = int(state_dict["batches_seen"])
-
-    def _stream(self, domain: int, num_batches: int | None) -> DyckStream:
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        return DyckStream(self.seq_len, self.batch_size, self.k, self.max_depth, self.p_open, self.seed,
-                          domain=domain, rank=rank, num_batches=num_batches)
+    def source(self, domain: int) -> DyckSource:
+        return DyckSource(self.seq_len, self.batch_size, self.k, self.max_depth, self.p_open, self.seed, domain)
 
     def train_dataloader(self) -> DataLoader:
-        return _ResumingLoader(self._stream(TRAIN_DOMAIN, None), batch_size=self.batch_size,
-                               num_workers=self.num_workers, position=lambda: self.batches_seen)
+        rank, world = self.rank_and_world()
+        return PositionedLoader(NumberedBatches(self.source(TRAIN_DOMAIN), rank, world),
+                                position=self.train_position, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self._stream(VAL_DOMAIN, self.val_batches), batch_size=self.batch_size,
-                          num_workers=min(self.num_workers, max(1, self.val_batches)))
+        rank, world = self.rank_and_world()
+        batches = NumberedBatches(self.source(VAL_DOMAIN), rank, world, limit=self.val_batches)
+        return PositionedLoader(batches, num_workers=min(self.num_workers, max(1, self.val_batches)))

@@ -1,38 +1,25 @@
 """The NCA DataModule: on-the-fly trajectories (or a corpus from `python -m nca generate`).
 
-Batches are numbered. Global batch ``q = b * world_size + rank`` holds sequences
-``[q * batch_size, (q + 1) * batch_size)`` of the stream; DataLoader worker ``w`` of ``W`` makes
-batches ``b = start + w, start + w + W, ...`` so the loader's round-robin returns them in order.
-The tokens therefore depend only on (seed, batch_size, world size), never on the worker count,
-and a resumed run starts at the saved batch instead of replaying the stream.
+Batches are numbered (see ``datamodules.streaming``): global batch ``q`` holds sequences
+``[q * batch_size, (q + 1) * batch_size)`` of the stream, so tokens do not depend on the worker count
+and a resumed run continues where it stopped.
 """
 
 from __future__ import annotations
-
-import math
-from typing import Iterator
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader
 
 from datamodules.shards import TokenShards, row_to_sample
+from datamodules.streaming import BatchSource, NumberedBatches, PositionedLoader, ResumableStreamMixin
 from nca.complexity import Band
 from nca.config import NCAConfig
 from nca.pool import RulePool
 from nca.stream import NCAStream
 from nca.tokenize import PatchTokenizer
-
-
-class BatchSource:
-    """Something that can make global batch ``q`` (a dict of [B, T] tensors) on demand."""
-
-    batch_size: int
-
-    def batches(self, q: list[int]) -> list[dict[str, torch.Tensor]]:
-        raise NotImplementedError
 
 
 class StreamSource(BatchSource):
@@ -69,46 +56,7 @@ class ShardSource(BatchSource):
         return out
 
 
-class NumberedBatches(IterableDataset):
-    """Yields batches ``start, start + 1, ...`` of one rank, split over DataLoader workers."""
-
-    def __init__(self, source: BatchSource, rank: int, world_size: int, start: int = 0,
-                 limit: int | None = None, group: int = 1):
-        self.source, self.rank, self.world_size = source, rank, world_size
-        self.start, self.limit, self.group = start, limit, max(1, group)
-
-    def __len__(self) -> int:
-        if self.limit is None:
-            raise TypeError("an endless stream has no length")
-        return self.limit
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        torch.set_num_threads(1) if info else None  # one worker per core beats intra-op threads here
-        end = math.inf if self.limit is None else self.start + self.limit
-        b = self.start + worker
-        while b < end:
-            mine = [b + k * workers for k in range(self.group) if b + k * workers < end]
-            global_ids = [i * self.world_size + self.rank for i in mine]
-            yield from self.source.batches(global_ids)
-            b = mine[-1] + workers
-
-
-class _PositionedLoader(DataLoader):
-    """Re-reads the data position each time iteration starts (a new epoch or a resumed run)."""
-
-    def __init__(self, dataset: NumberedBatches, position=None, **kwargs):
-        super().__init__(dataset, **kwargs)
-        self._position = position
-
-    def __iter__(self):
-        if self._position is not None:
-            self.dataset.start = self._position()
-        return super().__iter__()
-
-
-class NCADataModule(L.LightningDataModule):
+class NCADataModule(ResumableStreamMixin, L.LightningDataModule):
     """NCA token batches ``{"input_ids", "labels"}``: labels already shifted, first frame masked (-100).
 
     ``train_rules=None`` draws a fresh band-filtered rule for every sequence; an int draws that
@@ -148,7 +96,6 @@ class NCADataModule(L.LightningDataModule):
         self.train_rules, self.val_rules, self.val_sequences = train_rules, val_rules, val_sequences
         self.num_workers, self.device, self.corpus = num_workers, device, corpus
         self.generate_group = max(1, generate_group // batch_size)
-        self._start_batch = 0
         self._train_source: BatchSource | None = None
         self._val_source: BatchSource | None = None
         if corpus is not None:  # fail before any long work if the corpus does not fit this config
@@ -181,35 +128,18 @@ class NCADataModule(L.LightningDataModule):
         if self._val_source is None:
             self._val_source = StreamSource(self._stream("val", self.val_rules), self.batch_size, self.tokenizer.mask_first)
 
-    def _rank(self) -> tuple[int, int]:
-        t = self.trainer
-        return (t.global_rank, t.world_size) if t is not None else (0, 1)
-
     def _loader(self, dataset: NumberedBatches, position=None) -> DataLoader:
-        return _PositionedLoader(dataset, position, batch_size=None, num_workers=self.num_workers,
-                                 persistent_workers=False, pin_memory=torch.cuda.is_available())
+        return PositionedLoader(dataset, position, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        rank, world = self._rank()
-        ds = NumberedBatches(self._train_source, rank, world, start=self._start_batch, group=self.generate_group)
-        return self._loader(ds, position=self._train_position)
-
-    def _train_position(self) -> int:
-        """Batches this rank has consumed: the restored checkpoint value or the loop's own count."""
-        done = self.trainer.fit_loop.epoch_loop.batch_progress.total.processed if self.trainer else 0
-        return max(self._start_batch, done)
+        rank, world = self.rank_and_world()
+        ds = NumberedBatches(self._train_source, rank, world, group=self.generate_group)
+        return self._loader(ds, position=self.train_position)
 
     def val_dataloader(self) -> DataLoader:
-        rank, world = self._rank()
+        rank, world = self.rank_and_world()
         batches = max(1, self.val_sequences // (self.batch_size * world))
         return self._loader(NumberedBatches(self._val_source, rank, world, limit=batches, group=self.generate_group))
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
-
-    # -- resuming: the data position travels in the checkpoint -----------------------------------
-    def state_dict(self) -> dict:
-        return {"train_batches": self._train_position()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._start_batch = int(state.get("train_batches", 0))

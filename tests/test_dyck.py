@@ -1,11 +1,10 @@
-import lightning as L
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
-from datamodules.dyck import DyckDataModule, DyckStream, dyck_row, split_words
+from datamodules.dyck import DyckDataModule, DyckSource, dyck_row, split_words
+from datamodules.streaming import NumberedBatches
 
 
 def check_word(word, k, max_depth):
@@ -67,7 +66,7 @@ def test_batches_follow_contract_and_vocab():
 
 
 def test_odd_seq_len_masks_the_padding_target():
-    sample = DyckStream(seq_len=33, batch_size=1).sample(0)
+    sample = DyckSource(seq_len=33, batch_size=1).sample(0)
     assert sample["input_ids"].shape == (33,)
     assert sample["labels"][-1] == -100 and (sample["labels"][:-1] != -100).all()
 
@@ -78,15 +77,15 @@ def take(loader, n):
 
 
 def test_stream_is_deterministic_and_seeded():
-    a = DyckStream(16, 2, seed=5)
-    assert torch.equal(a.sample(3)["input_ids"], DyckStream(16, 2, seed=5).sample(3)["input_ids"])
-    assert not torch.equal(a.sample(3)["input_ids"], DyckStream(16, 2, seed=6).sample(3)["input_ids"])
-    assert not torch.equal(a.sample(3)["input_ids"], DyckStream(16, 2, seed=5, rank=1).sample(3)["input_ids"])
+    a = DyckSource(16, 2, seed=5)
+    assert torch.equal(a.sample(3)["input_ids"], DyckSource(16, 2, seed=5).sample(3)["input_ids"])
+    assert not torch.equal(a.sample(3)["input_ids"], DyckSource(16, 2, seed=6).sample(3)["input_ids"])
+    assert not torch.equal(a.sample(3)["input_ids"], DyckSource(16, 2, seed=5, domain=1).sample(3)["input_ids"])
 
 
 def test_workers_produce_disjoint_batches_in_stream_order():
-    one = take(DataLoader(DyckStream(64, 3, seed=1), batch_size=3, num_workers=0), 6)
-    two = take(DataLoader(DyckStream(64, 3, seed=1), batch_size=3, num_workers=2), 6)
+    one = take(DataLoader(NumberedBatches(DyckSource(64, 3, seed=1)), batch_size=None, num_workers=0), 6)
+    two = take(DataLoader(NumberedBatches(DyckSource(64, 3, seed=1)), batch_size=None, num_workers=2), 6)
     for a, b in zip(one, two):
         assert torch.equal(a, b)
     rows = {tuple(r.tolist()) for batch in two for r in batch}
@@ -104,47 +103,10 @@ def test_validation_is_fixed_and_separate_from_training():
 
 def test_state_dict_round_trip_and_batch_size_check():
     dm = DyckDataModule(seq_len=16, batch_size=2, num_workers=0)
-    dm.batches_seen = 7
+    dm.load_state_dict({"train_batches": 7, "batch_size": 2})
     other = DyckDataModule(seq_len=16, batch_size=2, num_workers=0)
     other.load_state_dict(dm.state_dict())
     assert torch.equal(take(other.train_dataloader(), 1)[0], torch.stack(
-        [DyckStream(16, 2).sample(i)["input_ids"] for i in (14, 15)]))
+        [DyckSource(16, 2).sample(i)["input_ids"] for i in (14, 15)]))
     with pytest.raises(ValueError, match="batch_size"):
         DyckDataModule(seq_len=16, batch_size=4).load_state_dict(dm.state_dict())
-
-
-class Recorder(L.LightningModule):
-    def __init__(self, vocab_size):
-        super().__init__()
-        self.emb = nn.Embedding(vocab_size, 4)
-        self.seen = []
-
-    def training_step(self, batch, batch_idx):
-        self.seen.append(batch["input_ids"].clone())
-        return self.emb(batch["input_ids"]).pow(2).mean()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
-def fit(dm, max_steps, tmp_path, ckpt_path=None, callbacks=()):
-    model = Recorder(dm.vocab_size)
-    trainer = L.Trainer(
-        max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, callbacks=list(callbacks),
-        enable_checkpointing=bool(callbacks), default_root_dir=tmp_path,
-    )
-    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
-    return model.seen
-
-
-def test_resumed_run_continues_the_stream(tmp_path):
-    make = lambda: DyckDataModule(seq_len=8, batch_size=2, num_workers=0, seed=3)  # noqa: E731
-    reference = take(make().train_dataloader(), 5)
-    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1)
-    seen = fit(make(), 3, tmp_path, callbacks=[ckpt])
-    assert all(torch.equal(a, b) for a, b in zip(seen, reference[:3]))
-    step2 = next(p for p in tmp_path.glob("*.ckpt") if "step=2" in p.name)  # saved mid-run, after 2 batches
-    resumed = fit(make(), 5, tmp_path, ckpt_path=step2)
-    assert len(resumed) == 3
-    assert all(torch.equal(a, b) for a, b in zip(resumed, reference[2:]))

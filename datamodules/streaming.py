@@ -1,0 +1,97 @@
+"""Numbered batch streams: what makes the generated corpora (NCA, Dyck) reproducible and resumable.
+
+Global batch ``q = b * world_size + rank`` is a pure function of ``q`` (a ``BatchSource``). DataLoader
+worker ``w`` of ``W`` makes a rank's batches ``b = start + w, start + w + W, ...``; the loader's
+round-robin over workers then returns them in order. So the tokens depend only on the seed, the batch
+size and the world size (never on the worker count), ranks are disjoint, and a resumed run restarts at
+the batch it had reached instead of replaying the stream.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+
+class BatchSource:
+    """Makes global batches on demand: ``batches([q1, q2, ...])`` -> one batch dict per number."""
+
+    batch_size: int
+
+    def batches(self, numbers: list[int]) -> list[dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+
+class NumberedBatches(IterableDataset):
+    """A rank's batches ``start, start + 1, ...`` (``limit`` of them, or endless), split over workers.
+
+    ``group`` batches of one worker are made together: generators run faster on larger arrays.
+    """
+
+    def __init__(self, source: BatchSource, rank: int = 0, world_size: int = 1, start: int = 0,
+                 limit: int | None = None, group: int = 1):
+        self.source, self.rank, self.world_size = source, rank, world_size
+        self.start, self.limit, self.group = start, limit, max(1, group)
+
+    def __len__(self) -> int:
+        if self.limit is None:
+            raise TypeError("an endless stream has no length")
+        return self.limit
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        if info:
+            torch.set_num_threads(1)  # one process per core beats intra-op threads for these small ops
+        end = math.inf if self.limit is None else self.start + self.limit
+        b = self.start + worker
+        while b < end:
+            mine = [b + k * workers for k in range(self.group) if b + k * workers < end]
+            yield from self.source.batches([i * self.world_size + self.rank for i in mine])
+            b = mine[-1] + workers
+
+
+class PositionedLoader(DataLoader):
+    """Moves its stream to ``position()`` whenever iteration starts (a new epoch or a resumed run)."""
+
+    def __init__(self, dataset: NumberedBatches, position: Callable[[], int] | None = None, **kwargs: Any):
+        super().__init__(dataset, batch_size=None, **kwargs)
+        self._position = position
+
+    def __iter__(self):
+        if self._position is not None:
+            self.dataset.start = self._position()
+        return super().__iter__()
+
+
+class ResumableStreamMixin:
+    """For a LightningDataModule with ``batch_size``: its training stream position travels in checkpoints.
+
+    The position is the number of training batches this rank has consumed: Lightning's own loop counter
+    (restored with the loop on resume), or the value loaded from a checkpoint if that is larger.
+    """
+
+    _start_batch: int = 0
+
+    def train_position(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        done = trainer.fit_loop.epoch_loop.batch_progress.total.processed if trainer is not None else 0
+        return max(self._start_batch, done)
+
+    def rank_and_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_batches": self.train_position(), "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("batch_size", self.batch_size) != self.batch_size:
+            raise ValueError(
+                f"the checkpoint's data stream used batch_size {state['batch_size']}, this run {self.batch_size}: "
+                "resuming needs the same batch size (or start a new run with init_from instead)"
+            )
+        self._start_batch = int(state.get("train_batches", 0))
