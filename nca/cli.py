@@ -76,6 +76,7 @@ class NCACLI(LightningCLI):
 
         verbs = f" Data verbs: {', '.join(VERBS)} (python -m nca VERB --help)." if VERBS else ""
         kwargs.setdefault("description", "Train causal LMs on NCA / text tokens with Lightning." + verbs)
+        kwargs.setdefault("prog", "python -m nca")
         kwargs.setdefault("allow_abbrev", False)  # `--trainer.max_step` must be an error, not max_steps
         return super().init_parser(**kwargs)
 
