@@ -42,6 +42,7 @@ COMBOS = (
     + [["configs/stage2/owt.yaml", "configs/init/from_nca.yaml", a] for a in ABLATION]
     + [[s, extra] for s in STAGE1 for extra in BAND + BASELINES]
     + [["configs/stage2/owt.yaml", extra] for extra in MODEL + STRATEGY]
+    + [[s, "configs/cpu/stage2.yaml", i] for s in STAGE2 for i in ["configs/init/from_nca.yaml"]]
 )
 
 
