@@ -45,7 +45,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads of the main process (workers=0)")
     p.add_argument("--batch", type=int, default=32, help="training batch size (sequences)")
-    p.add_argument("--group", type=int, default=256, help="sequences generated together per worker")
+    p.add_argument("--group", type=int, default=512, help="sequences generated together per worker")
     p.add_argument("--device", default="cpu")
     p.add_argument("--band", default="0.5-1.0")
     a = p.parse_args()

@@ -82,7 +82,7 @@ class NCADataModule(ResumableStreamMixin, L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         corpus: str | None = None,
-        generate_group: int = 256,
+        generate_group: int = 512,
         device: str = "cpu",
     ):
         super().__init__()

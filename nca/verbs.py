@@ -61,7 +61,7 @@ def generate(argv: list[str]) -> int:
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--rules", type=int, default=None, help="draw this many rules once and cycle them (default: a fresh rule per sequence)")
     p.add_argument("--split", default="train", choices=["train", "val"])
-    p.add_argument("--chunk", type=int, default=256, help="sequences generated together")
+    p.add_argument("--chunk", type=int, default=512, help="sequences generated together")
     p.add_argument("--workers", type=int, default=2, help="generator processes")
     _nca_args(p)
     a = p.parse_args(argv)
