@@ -23,6 +23,8 @@ def _nca_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-states", type=int, default=10)
     g.add_argument("--grid", type=int, default=12)
     g.add_argument("--patch", type=int, default=2)
+    g.add_argument("--hidden", type=int, nargs=2, default=[4, 16], metavar=("H1", "H2"),
+                   help="widths of the 3x3 conv and of the 1x1 conv before the ReLU")
     g.add_argument("--temperature", type=float, default=1e-4)
     g.add_argument("--identity-bias", type=float, default=0.0)
     g.add_argument("--burn-in", type=int, default=10)
@@ -31,8 +33,8 @@ def _nca_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cfg(a: argparse.Namespace) -> NCAConfig:
-    return NCAConfig(n_states=a.n_states, grid=a.grid, patch=a.patch, temperature=a.temperature,
-                     identity_bias=a.identity_bias, burn_in=a.burn_in)
+    return NCAConfig(n_states=a.n_states, grid=a.grid, patch=a.patch, hidden=tuple(a.hidden),
+                     temperature=a.temperature, identity_bias=a.identity_bias, burn_in=a.burn_in)
 
 
 # -- generate -------------------------------------------------------------------------------------

@@ -47,6 +47,12 @@ def test_generate_writes_the_stream_with_a_manifest(tmp_path, capsys):
     assert (out / "manifest.json").read_bytes() == before
 
 
+def test_generate_records_custom_hidden_widths(tmp_path):
+    assert run(["generate", "--out", str(tmp_path / "h"), "--tokens", "48", "--seq-len", "48", "--band", "none",
+                "--workers", "0", "--hidden", "8", "32", *SMALL]) == 0
+    assert TokenShards(tmp_path / "h").manifest.metadata["nca"]["hidden"] == [8, 32]
+
+
 def test_generate_is_the_same_with_worker_processes(tmp_path):
     common = ["--tokens", "400", "--seq-len", "48", "--chunk", "4", "--band", "none", *SMALL]
     assert run(["generate", "--out", str(tmp_path / "a"), "--workers", "0", *common]) == 0
