@@ -14,15 +14,6 @@ from litgpt.model import GPT, LLaMAMLP, RMSNorm
 from lit_modules import CausalLM
 from lit_modules.causal_lm import build_config, lr_factor
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train ~10x faster on one intra-op thread when the 2 CI cores are shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY = dict(n_layer=2, n_embd=32, n_head=4, block_size=32)
 
 

@@ -20,15 +20,6 @@ PATTERN = f"{PatternDataModule.__module__}.{PatternDataModule.__name__}"  # impo
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train ~10x faster on one intra-op thread when the 2 CI cores are shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
 def _plain_argv(monkeypatch):
     monkeypatch.setattr("sys.argv", ["nca"])  # the CLI gets its arguments from the test, not from pytest
 
