@@ -8,13 +8,12 @@ and a resumed run continues where it stopped.
 from __future__ import annotations
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from datamodules.shards import TokenShards, row_to_sample
-from datamodules.streaming import BatchSource, NumberedBatches, PositionedLoader, ResumableStreamMixin
+from datamodules.streaming import BatchSource, NumberedBatches, PositionedLoader, ResumableStreamMixin, ShardRows
 from nca.complexity import Band
 from nca.config import NCAConfig
 from nca.pool import RulePool
@@ -31,29 +30,6 @@ class StreamSource(BatchSource):
         index = torch.cat([torch.arange(i * b, (i + 1) * b) for i in q])
         rows = self.stream.rows(index).cpu()  # generate several batches at once: fewer, larger ops
         return [row_to_sample(chunk, self.mask_first) for chunk in rows.split(b)]
-
-
-class ShardSource(BatchSource):
-    """Rows of a written corpus, in a fresh seeded permutation every pass over it."""
-
-    def __init__(self, shards: TokenShards, batch_size: int, seed: int):
-        self.shards, self.batch_size, self.seed = shards, batch_size, seed
-        self._perm: tuple[int, np.ndarray] | None = None
-
-    def _row(self, i: int) -> int:
-        n = len(self.shards)
-        epoch, pos = divmod(i, n)
-        if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(n))
-        return int(self._perm[1][pos])
-
-    def batches(self, q: list[int]) -> list[dict[str, torch.Tensor]]:
-        b, m = self.batch_size, self.shards.manifest.mask_first
-        out = []
-        for i in q:
-            rows = np.stack([self.shards.row(self._row(j)) for j in range(i * b, (i + 1) * b)])
-            out.append(row_to_sample(rows, m))
-        return out
 
 
 class NCADataModule(ResumableStreamMixin, L.LightningDataModule):
@@ -121,7 +97,7 @@ class NCADataModule(ResumableStreamMixin, L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._train_source is None and stage in (None, "fit"):
             if self.corpus is not None:
-                self._train_source = ShardSource(TokenShards(self.corpus), self.batch_size, self.seed)
+                self._train_source = ShardRows(self.corpus, self.batch_size, self.seed)
             else:
                 stream = self._stream("train", self.train_rules)
                 self._train_source = StreamSource(stream, self.batch_size, self.tokenizer.mask_first)

@@ -1,4 +1,4 @@
-"""Numbered batch streams: what makes the generated corpora (NCA, Dyck) reproducible and resumable.
+"""Numbered batch streams: what makes every training stream (NCA, Dyck, text shards) reproducible and resumable.
 
 Global batch ``q = b * world_size + rank`` is a pure function of ``q`` (a ``BatchSource``). DataLoader
 worker ``w`` of ``W`` makes a rank's batches ``b = start + w, start + w + W, ...``; the loader's
@@ -12,8 +12,11 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from datamodules.shards import TokenShards, row_to_sample
 
 
 class BatchSource:
@@ -23,6 +26,37 @@ class BatchSource:
 
     def batches(self, numbers: list[int]) -> list[dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+
+class ShardRows(BatchSource):
+    """Rows of a shard corpus as an endless stream: pass ``e`` over the corpus is a permutation seeded by
+    (seed, e), so every row appears once per pass. The memmaps open lazily in each process, so handing
+    this to DataLoader workers copies no corpus data."""
+
+    def __init__(self, directory, batch_size: int, seed: int = 0):
+        self.directory, self.batch_size, self.seed = directory, batch_size, seed
+        shards = TokenShards(directory)  # fail now, not in a worker, if the corpus is missing
+        self.rows, self.mask_first = len(shards), shards.manifest.mask_first
+        if self.rows == 0:
+            raise ValueError(f"the corpus at {directory} holds no rows")
+        self._shards: TokenShards | None = None
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_shards": None, "_perm": None}
+
+    def _row(self, i: int) -> int:
+        epoch, pos = divmod(i, self.rows)
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.rows))
+        return int(self._perm[1][pos])
+
+    def batches(self, numbers: list[int]) -> list[dict[str, torch.Tensor]]:
+        if self._shards is None:
+            self._shards = TokenShards(self.directory)
+        b = self.batch_size
+        return [row_to_sample(np.stack([self._shards.row(self._row(j)) for j in range(q * b, (q + 1) * b)]),
+                              self.mask_first) for q in numbers]
 
 
 class NumberedBatches(IterableDataset):

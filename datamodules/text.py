@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.shards import ShardWriter, TokenShards
+from datamodules.streaming import NumberedBatches, PositionedLoader, ResumableStreamMixin, ShardRows
 from datamodules.tokenizers import TextTokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -246,8 +247,12 @@ class RowDataset(Dataset):
 # ----------------------------------------------------------------------------------------------- module
 
 
-class TextDataModule(L.LightningDataModule):
+class TextDataModule(ResumableStreamMixin, L.LightningDataModule):
     """Tokenise a corpus once into a keyed cache (``prepare_data``), then serve shuffled packed rows.
+
+    Training rows stream endlessly, each pass over the corpus in a fresh seeded order (``ShardRows``), as
+    numbered batches: a resumed run continues mid-pass instead of replaying it. Stop runs with
+    ``trainer.max_steps``.
 
     Batches: ``{"input_ids": LongTensor[B, T], "labels": LongTensor[B, T]}``, labels already shifted
     (``labels[:, t]`` is the target of position ``t``); text masks nothing.
@@ -441,22 +446,16 @@ class TextDataModule(L.LightningDataModule):
         if len(self.train_data) < self.batch_size:
             raise ValueError(f"{len(self.train_data)} training rows cannot fill one batch of {self.batch_size}")
 
-    def _loader(self, data: Dataset | None, train: bool) -> DataLoader:
-        if data is None:
-            raise RuntimeError("call setup() before asking for dataloaders")
-        return DataLoader(
-            data,
-            batch_size=self.batch_size,
-            shuffle=train,
-            generator=torch.Generator().manual_seed(self.seed) if train else None,
-            drop_last=train,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_data, train=True)
+        if self.train_data is None:
+            raise RuntimeError("call setup() before asking for dataloaders")
+        rank, world = self.rank_and_world()
+        rows = ShardRows(self.cache_path / "train", self.batch_size, self.seed)
+        return PositionedLoader(NumberedBatches(rows, rank, world), position=self.train_position,
+                                num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_data, train=False)
+        if self.val_data is None:
+            raise RuntimeError("call setup() before asking for dataloaders")
+        return DataLoader(self.val_data, batch_size=self.batch_size, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())

@@ -1,12 +1,19 @@
 """Generated streams (NCA, Dyck) resume where a checkpoint left them, through a real Trainer."""
 
+import pickle
+
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from datamodules.dyck import DyckDataModule
 from datamodules.nca import NCADataModule
+from datamodules.shards import ShardWriter
+from datamodules.streaming import ShardRows
+from datamodules.text import TextDataModule
+from tests.test_text import documents, tok_dir, write_jsonl  # noqa: F401 (tok_dir is a fixture)
 
 MAKERS = {
     "dyck": lambda: DyckDataModule(seq_len=8, batch_size=2, num_workers=0, seed=3),
@@ -38,12 +45,21 @@ def fit(dm, max_steps, tmp_path, ckpt_path=None, callbacks=()):
     return model.seen
 
 
-@pytest.mark.parametrize("name", sorted(MAKERS))
-def test_resumed_run_continues_the_stream(tmp_path, name):
-    make = MAKERS[name]
+@pytest.fixture
+def text_maker(tmp_path, tok_dir):
+    src = write_jsonl(tmp_path / "corpus.jsonl", documents(60))
+    make = lambda: TextDataModule(str(src), tokenizer=str(tok_dir), seq_len=8, batch_size=2, num_workers=0,  # noqa: E731
+                                  cache_dir=str(tmp_path / "cache"), seed=3)
+    make().prepare_data()
+    return make
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS) + ["text"])
+def test_resumed_run_continues_the_stream(tmp_path, name, request):
+    make = request.getfixturevalue("text_maker") if name == "text" else MAKERS[name]
+    tmp_path = tmp_path / "ckpt"
     dm = make()
-    if hasattr(dm, "setup"):
-        dm.setup("fit")
+    dm.setup("fit")
     it = iter(dm.train_dataloader())
     reference = [next(it)["input_ids"] for _ in range(5)]
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1)
@@ -59,3 +75,13 @@ def test_resuming_with_another_batch_size_is_refused():
     dm = MAKERS["nca"]()
     with pytest.raises(ValueError, match="same batch size"):
         dm.load_state_dict({"train_batches": 4, "batch_size": 7})
+
+
+def test_shard_rows_pickle_without_corpus_data(tmp_path):
+    with ShardWriter(tmp_path / "c", row_len=65, vocab_size=1000) as w:
+        w.write(np.random.default_rng(0).integers(0, 1000, (2000, 65)))
+    rows = ShardRows(tmp_path / "c", batch_size=4, seed=0)
+    first = rows.batches([0])[0]["input_ids"]  # opens the memmaps in this process
+    clone = pickle.loads(pickle.dumps(rows))
+    assert len(pickle.dumps(rows)) < 2000  # a path and a few ints, not 2000 x 65 ids
+    assert torch.equal(clone.batches([0])[0]["input_ids"], first)
