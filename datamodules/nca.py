@@ -70,6 +70,11 @@ class NCADataModule(ResumableStreamMixin, L.LightningDataModule):
             raise ValueError(f"seq_len ({seq_len}) must hold at least one frame ({self.tokenizer.frame_len} tokens)")
         self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
         self.train_rules, self.val_rules, self.val_sequences = train_rules, val_rules, val_sequences
+        if torch.device(device).type != "cpu" and num_workers > 0:
+            raise ValueError(
+                f"device={device!r} generates on the accelerator in the training process, which DataLoader worker "
+                "processes cannot share: set num_workers: 0 (or device: cpu to generate in workers)"
+            )
         self.num_workers, self.device, self.corpus = num_workers, device, corpus
         self.generate_group = max(1, generate_group // batch_size)
         self._train_source: BatchSource | None = None

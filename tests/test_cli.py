@@ -87,7 +87,7 @@ def test_paper_recipe_composes_with_1_6b_and_fsdp(capsys):
     assert cfg["model"]["config"]["n_embd"] == 2048 and cfg["model"]["lr"] == 1e-4
     assert cfg["model"]["weight_decay"] == 0.0
     data = cfg["data"]["init_args"]
-    assert (data["train_rules"], data["val_rules"], data["band"]) == (16000, 2000, [0.5, 1.0])
+    assert (data["train_rules"], data["val_rules"], data["band"]) == (None, 2000, [0.5, 1.0])  # rules re-sampled
     assert cfg["trainer"]["max_steps"] * data["batch_size"] * data["seq_len"] == pytest.approx(164e6, rel=0.01)
 
 

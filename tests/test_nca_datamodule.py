@@ -86,3 +86,8 @@ def test_reads_a_written_corpus_and_rejects_a_mismatched_one(tmp_path):
 def test_seq_len_shorter_than_a_frame_is_rejected():
     with pytest.raises(ValueError, match="at least one frame"):
         NCADataModule(**{**TINY, "seq_len": 5})
+
+
+def test_accelerator_generation_with_worker_processes_is_rejected():
+    with pytest.raises(ValueError, match="num_workers: 0"):
+        NCADataModule(**TINY, device="cuda", num_workers=2)
