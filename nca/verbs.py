@@ -32,6 +32,13 @@ def _nca_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu")
 
 
+def _refuse_existing(p: argparse.ArgumentParser, paths: list[Path]) -> None:
+    """Outputs are never overwritten: fail before any work if one exists."""
+    taken = [str(x) for x in paths if x.exists()]
+    if taken:
+        p.error(f"{', '.join(taken)} already exist(s); choose another --out")
+
+
 def _cfg(a: argparse.Namespace) -> NCAConfig:
     return NCAConfig(n_states=a.n_states, grid=a.grid, patch=a.patch, hidden=tuple(a.hidden),
                      temperature=a.temperature, identity_bias=a.identity_bias, burn_in=a.burn_in)
@@ -128,11 +135,12 @@ def preview(argv: list[str]) -> int:
 
     cfg, out = _cfg(a), Path(a.out)
     bands = [Band.parse(b) for b in a.bands]  # parse all before any work
+    names = ["band_" + t.replace("+", "plus").replace("%", "").replace(".", "p") for t in a.bands]
+    _refuse_existing(p, [out / f"{n}{ext}" for n in names for ext in (".png", ".gif")])
     out.mkdir(parents=True, exist_ok=True)
-    for text, band in zip(a.bands, bands):
+    for text, band, name in zip(a.bands, bands, names):
         pool = RulePool(a.rules, cfg, band, seed=a.seed, split="train", batch=256, device=a.device)
         traj = Simulator(sample_rules(pool.ids, cfg, a.seed), cfg).rollout(hash_keys(a.seed, 99, pool.ids), a.frames)
-        name = "band_" + text.replace("+", "plus").replace("%", "").replace(".", "p")
         strip(traj, cfg.n_states, a.scale).save(out / f"{name}.png")
         save_gif(traj, cfg.n_states, out / f"{name}.gif", a.scale)
         ratios = ", ".join(f"{x:.3f}" for x in pool.ratios)
@@ -168,6 +176,8 @@ def complexity(argv: list[str]) -> int:
     for f in a.file:
         if not f.is_file():
             p.error(f"--file {f} does not exist")
+    if a.out:
+        _refuse_existing(p, [Path(a.out) / "histogram.png", Path(a.out) / "complexity.json"])
 
     ratios = rule_ratios(torch.arange(a.rules, device=a.device) * 2, cfg, a.seed)
     q = np.quantile(ratios, [0.05, 0.25, 0.5, 0.75, 0.95])

@@ -73,6 +73,9 @@ def test_preview_renders_png_and_gif_per_band(tmp_path):
     assert png.size == (3 * 12 + 2 * 2, 2 * 12 + 2)  # 3 frames x 2 rules of 6x6 cells at scale 2, 2px gaps
     gif = Image.open(tmp_path / "band_30-40.gif")
     assert gif.n_frames == 3
+    before = (tmp_path / "band_50plus.png").read_bytes()
+    assert run(["preview", "--out", str(tmp_path), "--bands", "50+", "--rules", "1", *SMALL]) != 0  # never overwrites
+    assert (tmp_path / "band_50plus.png").read_bytes() == before
 
 
 def test_complexity_reports_bands_and_files(tmp_path, capsys):
@@ -92,6 +95,8 @@ def test_complexity_reports_bands_and_files(tmp_path, capsys):
     assert files[str(repeated)]["median"] < files[str(noisy)]["median"]  # repetition compresses better
     assert (tmp_path / "cx" / "histogram.png").stat().st_size > 1000
     assert "random rules" in capsys.readouterr().out
+    assert run(["complexity", "--rules", "8", "--out", str(tmp_path / "cx"), *SMALL]) != 0  # never overwrites
+    assert "already exist" in capsys.readouterr().err
 
 
 def test_complexity_missing_file_is_a_clear_error(tmp_path, capsys):
