@@ -183,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--x", choices=["step", "tokens"], default="step", help="x axis (tokens: train/tokens_seen)")
     p.add_argument("--out", default="curves.png", type=Path, help="PNG; the table goes to the same name .json")
     a = p.parse_args(argv)
+    taken = [str(x) for x in (a.out, a.out.with_suffix(".json")) if x.exists()]
+    if taken:  # outputs are never overwritten
+        print(f"error: {', '.join(taken)} already exist(s); choose another --out", file=sys.stderr)
+        return 2
     try:
         runs = parse_runs(a.runs)
         baseline = a.baseline or next(iter(runs))

@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=None, help="ids per window (default: the nca complexity probe, 360)")
     p.add_argument("--json", type=Path, default=None, help="write all statistics here")
     a = p.parse_args(argv)
+    if a.json is not None and a.json.exists():  # outputs are never overwritten
+        print(f"error: {a.json} already exists; choose another --json", file=sys.stderr)
+        return 2
     try:
         stats = [corpus_stats(d, a.max_rows, a.seed, a.top_k, a.windows, a.window) for d in a.dirs]
     except (FileNotFoundError, ValueError) as e:

@@ -111,6 +111,9 @@ def test_cli_writes_png_and_json(runs, tmp_path, capsys):
     assert rows["nca"]["steps_to_baseline_final"] == pytest.approx(25.0)
     printed = capsys.readouterr().out
     assert f"{NCA_SPEEDUP:.2f}" in printed and "nca" in printed
+    before = out.read_bytes()
+    assert curves.main(["--runs", f"scratch={runs / 'scratch'}", "--out", str(out)]) == 2  # never overwrites
+    assert out.read_bytes() == before and "already exist" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -212,5 +215,7 @@ def test_token_stats_cli(text_corpus, nca_corpus, tmp_path, capsys):
     assert len(lines) == 2 and "[text]" in lines[0] and "delimiters 33.33%" in lines[1]
     stats = json.loads(out.read_text())
     assert [s["distinct"] for s in stats] == [5, 8]
+    assert token_stats.main([str(text_corpus), "--json", str(out)]) == 2  # never overwrites
+    assert json.loads(out.read_text()) == stats and "already exists" in capsys.readouterr().err
     assert token_stats.main([str(tmp_path / "nothing")]) == 2
     assert "manifest.json is missing" in capsys.readouterr().err
