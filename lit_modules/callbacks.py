@@ -12,7 +12,6 @@ In YAML::
 
 from __future__ import annotations
 
-import math
 import zlib
 from typing import Any, Optional
 
@@ -21,6 +20,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from lit_modules.causal_lm import init_std
 from lit_modules.transfer import (
     assign_,
     check_parts,
@@ -38,9 +38,8 @@ _NORM_CLASSES = ("RMSNorm", "LayerNorm")
 def init_value(model: nn.Module, name: str, shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
     """A fresh full (CPU, fp32) value for one tensor, by litgpt's pre-training scheme.
 
-    The same scheme as ``CausalLM``'s ``init_weights_`` / ``litgpt.pretrain.initialize_weights``: norms to
-    ones, biases to zeros, residual output projections (``attn.proj``, ``mlp.proj``) ~ N(0, 1/sqrt(d)/L),
-    every other linear or embedding weight ~ N(0, sqrt(2 / (5 d))).
+    The scheme ``CausalLM`` trains with (``init_std``, litgpt's pre-training init): norms to ones, biases to
+    zeros, every linear or embedding weight ~ N(0, init_std).
     """
     owner_name, _, leaf = name.rpartition(".")
     owner = resolve(model, owner_name)
@@ -49,13 +48,6 @@ def init_value(model: nn.Module, name: str, shape: torch.Size, generator: torch.
     if leaf == "bias":
         return torch.zeros(shape)
     return torch.empty(shape).normal_(0.0, init_std(name, model.config), generator=generator)
-
-
-def init_std(name: str, config: Any) -> float:
-    """Standard deviation of a linear/embedding weight under litgpt's pre-training init."""
-    if name.endswith((".attn.proj.weight", ".mlp.proj.weight")):
-        return 1 / math.sqrt(config.n_embd) / config.n_layer
-    return math.sqrt(2.0 / 5 / config.n_embd)
 
 
 def _tensor_seed(seed: int, name: str) -> int:

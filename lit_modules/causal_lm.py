@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import ThroughputMonitor
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from litgpt.config import Config
-from litgpt.model import GPT, CausalSelfAttention, LLaMAMLP, RMSNorm
+from litgpt.model import GPT, RMSNorm
 from litgpt.utils import reset_parameters
 from torch import nn
 
@@ -87,23 +87,26 @@ def build_config(config: Optional[ModelConfig], data_vocab_size: Optional[int]) 
     return Config(**cfg, **LLAMA_STYLE)
 
 
-def init_weights_(model: GPT, n_layer: int, n_embd: int) -> None:
-    """litgpt's pre-training init (``litgpt.pretrain.initialize_weights``, GPT-NeoX / TinyLlama scheme).
+def init_std(name: str, config: Config) -> float:
+    """Std of a linear/embedding weight under litgpt's pre-training init (``litgpt.pretrain.initialize_weights``,
+    GPT-NeoX / TinyLlama scheme): residual output projections shrink with depth, all others sqrt(2 / 5d)."""
+    if name.endswith((".attn.proj.weight", ".mlp.proj.weight")):
+        return 1 / math.sqrt(config.n_embd) / config.n_layer
+    return math.sqrt(2.0 / 5 / config.n_embd)
 
-    Installs per-module ``reset_parameters`` so FSDP can materialise meta-device modules with the same init.
-    """
+
+def init_weights_(model: GPT) -> None:
+    """Install litgpt's pre-training init as each module's ``reset_parameters``, so FSDP can materialise
+    meta-device modules with the same init (``init_std`` gives the spread of every weight)."""
 
     def normal_(module: nn.Module, std: float) -> None:
         nn.init.normal_(module.weight, mean=0.0, std=std)
         if getattr(module, "bias", None) is not None:
             nn.init.zeros_(module.bias)
 
-    for mod in model.modules():
+    for name, mod in model.named_modules():
         if isinstance(mod, (nn.Embedding, nn.Linear)):
-            mod.reset_parameters = partial(normal_, mod, std=math.sqrt(2.0 / 5 / n_embd))
-    for mod in model.modules():  # residual output projections are scaled down with depth
-        if isinstance(mod, (LLaMAMLP, CausalSelfAttention)):
-            mod.proj.reset_parameters = partial(normal_, mod.proj, std=1 / math.sqrt(n_embd) / n_layer)
+            mod.reset_parameters = partial(normal_, mod, std=init_std(f"{name}.weight", model.config))
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -180,7 +183,7 @@ class CausalLM(L.LightningModule):
         cfg = self.model_config
         with torch.device("meta") if fsdp else nullcontext():
             model = GPT(cfg)
-        init_weights_(model, n_layer=cfg.n_layer, n_embd=cfg.n_embd)
+        init_weights_(model)
         if not fsdp:
             reset_parameters(model)
         assert model.lm_head.weight is not model.transformer.wte.weight, "head must stay untied"

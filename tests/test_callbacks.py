@@ -12,7 +12,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from litgpt.model import GPT
 
-from lit_modules.callbacks import FreezeParameters, ReinitializeParameters, init_std, reinitialize
+from lit_modules.callbacks import FreezeParameters, ReinitializeParameters, reinitialize
+from lit_modules.causal_lm import init_std
 from lit_modules.transfer import select_parameters
 
 
@@ -101,13 +102,23 @@ def test_reinit_follows_the_pretraining_scheme():
         assert tensor.std().item() == pytest.approx(std, rel=0.15)
 
 
-def test_reinit_scheme_is_the_one_causal_lm_trains_with():
+def test_init_scheme_is_litgpts_pretraining_init():
+    """``init_std`` (used by CausalLM and the re-init callback) must match litgpt.pretrain.initialize_weights."""
+    from types import SimpleNamespace
+
+    from litgpt.pretrain import initialize_weights
+
     causal_lm = pytest.importorskip("lit_modules.causal_lm")
-    model = random_gpt()
-    causal_lm.init_weights_(model, n_layer=model.config.n_layer, n_embd=model.config.n_embd)
-    for name in select_parameters(model, ["attention", "mlp", "embeddings"]):
-        owner = model.get_submodule(name.rpartition(".")[0])
-        assert owner.reset_parameters.keywords["std"] == pytest.approx(init_std(name, model.config)), name
+    ours, theirs = random_gpt(), random_gpt()
+    causal_lm.init_weights_(ours)
+    initialize_weights(SimpleNamespace(strategy=None), theirs, theirs.config.n_layer, theirs.config.n_embd)
+    checked = 0
+    for (name, a), (_, b) in zip(ours.named_modules(), theirs.named_modules()):
+        if isinstance(a, (torch.nn.Linear, torch.nn.Embedding)):
+            assert a.reset_parameters.keywords["std"] == pytest.approx(b.reset_parameters.keywords["std"]), name
+            assert init_std(f"{name}.weight", ours.config) == pytest.approx(b.reset_parameters.keywords["std"]), name
+            checked += 1
+    assert checked >= 2 + 4 * ours.config.n_layer
 
 
 def test_reinit_values_depend_on_seed_only():
