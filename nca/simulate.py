@@ -17,8 +17,8 @@ _INIT_LOGITS, _INIT_CELLS, _STEP = 11, 12, 13  # key domains
 _SURE_GAP = 20.0  # scaled-logit gap beyond which a draw is certainly the argmax (see Simulator.step)
 
 
-def _neighbour_index(grid: int, n_states: int, device) -> torch.Tensor:
-    """[cells, 9]: flat index of each cell's 3x3 periodic neighbours, offset by k * n_states."""
+def _neighbour_index(grid: int, device) -> torch.Tensor:
+    """[cells, 9]: flat index of each cell's 3x3 periodic neighbours, row-major over (dy, dx)."""
     y, x = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
     cols = []
     for dy in (-1, 0, 1):
@@ -57,11 +57,10 @@ class Simulator:
 
     def __init__(self, rules: RuleBatch, cfg: NCAConfig):
         self.cfg = cfg
-        self.rules = rules
         dev = rules.w1.device
         r, n = len(rules), cfg.n_states
         self.cells = cells = cfg.grid * cfg.grid
-        nbr = _neighbour_index(cfg.grid, n, dev)  # [cells, 9]
+        nbr = _neighbour_index(cfg.grid, dev)  # [cells, 9]
         # Flat position of each (rule, cell, neighbour) state, and the w1 row block of each neighbour.
         self.gather = (torch.arange(r, device=dev)[:, None, None] * cells + nbr).reshape(r, cells * 9)
         self.k_offset = (torch.arange(9, device=dev, dtype=torch.int32) * n).repeat(cells)

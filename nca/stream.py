@@ -54,7 +54,7 @@ class NCAStream:
         self.max_attempts = max_attempts
         self.tokenizer = PatchTokenizer.from_config(cfg)
         self.frames = self.tokenizer.frames_for(self.seq_len)
-        self._perms: dict[int, torch.Tensor] = {}
+        self._perm: tuple[int, torch.Tensor] | None = None  # the permutation of the last epoch used
 
     @property
     def vocab_size(self) -> int:
@@ -98,11 +98,11 @@ class NCAStream:
         epoch, pos = index // size, index % size
         slot = torch.empty_like(index)
         for e in epoch.unique().tolist():
-            if e not in self._perms:
+            if self._perm is None or self._perm[0] != e:
                 g = torch.Generator().manual_seed(int(hash_keys(self.seed, _POOL_PERM, self.bit, e)) & (2**63 - 1))
-                self._perms = {e: torch.randperm(size, generator=g)}  # keep one epoch's permutation
+                self._perm = (e, torch.randperm(size, generator=g))
             sel = epoch == e
-            slot[sel] = self._perms[e].to(index.device)[pos[sel]]
+            slot[sel] = self._perm[1].to(index.device)[pos[sel]]
         return self.pool.ids.to(index.device)[slot], slot
 
     # -- rows ----------------------------------------------------------------------------------

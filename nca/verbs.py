@@ -45,20 +45,19 @@ def _cfg(a: argparse.Namespace) -> NCAConfig:
 
 
 # -- generate -------------------------------------------------------------------------------------
-class _Chunks(torch.utils.data.IterableDataset):
-    """Chunk c of ``n`` holds sequences [c * size, (c + 1) * size); worker w makes chunks w, w + W, ..."""
+class _ChunkSource:
+    """Chunk ``c`` = sequences [c * size, (c + 1) * size) with their band statistics; fed through
+    ``NumberedBatches`` so worker processes split the chunks and return them in order."""
 
-    def __init__(self, stream, n: int, size: int):
-        self.stream, self.n, self.size = stream, n, size
+    def __init__(self, stream, size: int):
+        self.stream, self.size = stream, size
 
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        w, workers = (info.id, info.num_workers) if info else (0, 1)
-        if info:
-            torch.set_num_threads(1)
-        for c in range(w, self.n, workers):
+    def batches(self, numbers: list[int]) -> list[tuple]:
+        out = []
+        for c in numbers:
             b = self.stream.batch(torch.arange(c * self.size, (c + 1) * self.size))
-            yield b.rows.cpu(), b.ratios, b.candidates
+            out.append((b.rows.cpu(), b.ratios, b.candidates))
+        return out
 
 
 def generate(argv: list[str]) -> int:
@@ -78,6 +77,7 @@ def generate(argv: list[str]) -> int:
     from tqdm import tqdm
 
     from datamodules.shards import ShardWriter
+    from datamodules.streaming import NumberedBatches
     from nca.pool import RulePool
     from nca.stream import NCAStream
 
@@ -89,7 +89,8 @@ def generate(argv: list[str]) -> int:
     stream = NCAStream(cfg, a.seq_len, band, seed=a.seed, split=a.split, pool=pool, device=a.device)
     rows_needed = math.ceil(a.tokens / a.seq_len)
     chunks = math.ceil(rows_needed / a.chunk)
-    loader = torch.utils.data.DataLoader(_Chunks(stream, chunks, a.chunk), batch_size=None, num_workers=a.workers)
+    loader = torch.utils.data.DataLoader(NumberedBatches(_ChunkSource(stream, a.chunk), limit=chunks),
+                                         batch_size=None, num_workers=a.workers)
     meta = {"nca": cfg.to_dict(), "seed": a.seed, "split": a.split, "band": None if band is None else [band.lo, band.hi],
             "seq_len": a.seq_len, "rule_pool": a.rules, "command": "python -m nca generate " + " ".join(argv)}
     t0, written, tried, ratios = time.time(), 0, 0, []
