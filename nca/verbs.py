@@ -93,11 +93,12 @@ def generate(argv: list[str]) -> int:
                                          batch_size=None, num_workers=a.workers)
     meta = {"nca": cfg.to_dict(), "seed": a.seed, "split": a.split, "band": None if band is None else [band.lo, band.hi],
             "seq_len": a.seq_len, "rule_pool": a.rules, "command": "python -m nca generate " + " ".join(argv)}
-    t0, written, tried, ratios = time.time(), 0, 0, []
+    t0, written, generated, tried, ratios = time.time(), 0, 0, 0, []
     writer = ShardWriter(out, row_len=a.seq_len + 1, vocab_size=stream.vocab_size,
                          mask_first=stream.tokenizer.mask_first, metadata=meta)
     with tqdm(total=rows_needed * a.seq_len, unit="tok", unit_scale=True, desc=f"NCA {band or 'unfiltered'}") as bar:
         for rows, r, cand in loader:
+            generated += len(rows)  # the filter's work covers whole chunks, also the unwritten tail
             rows = rows[: rows_needed - written]
             writer.write(rows)
             written += len(rows)
@@ -105,7 +106,8 @@ def generate(argv: list[str]) -> int:
             ratios.append(r[: len(rows)])
             bar.update(len(rows) * a.seq_len)
     r = np.concatenate(ratios)
-    stats = {"candidates_tried": tried, "acceptance": (written / tried) if tried else None, "seconds": round(time.time() - t0, 2)}
+    stats = {"sequences_generated": generated, "candidates_tried": tried,
+             "acceptance": (generated / tried) if tried else None, "seconds": round(time.time() - t0, 2)}
     if band is not None:
         q = np.quantile(r, [0.05, 0.25, 0.5, 0.75, 0.95])
         stats.update(ratio_quantiles_5_25_50_75_95=[round(float(x), 4) for x in q], ratio_mean=float(r.mean()))

@@ -35,6 +35,8 @@ def test_generate_writes_the_stream_with_a_manifest(tmp_path, capsys):
     assert m.metadata["seed"] == 5 and m.metadata["band"] == [0.3, 1.0] and m.metadata["nca"]["n_states"] == 4
     stats = m.metadata["band_stats"]
     assert stats["candidates_tried"] >= 19 and all(0.3 < q < 1.0 for q in stats["ratio_quantiles_5_25_50_75_95"])
+    assert stats["sequences_generated"] == 24  # 3 chunks of 8; the last one only partly written
+    assert stats["acceptance"] == pytest.approx(24 / stats["candidates_tried"])
     expected = NCAStream(NCAConfig(n_states=4, grid=6, patch=2), 48, (0.3, 1.0), seed=5).rows(torch.arange(19))
     assert np.array_equal(np.stack(list(shards)), expected.numpy())
     dm = NCADataModule(seq_len=48, n_states=4, grid=6, patch=2, batch_size=4, corpus=str(out), val_rules=None)
