@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -223,6 +222,3 @@ def complexity(argv: list[str]) -> int:
 
 
 VERBS = {"generate": generate, "preview": preview, "complexity": complexity}
-
-if __name__ == "__main__":
-    sys.exit(VERBS[sys.argv[1]](sys.argv[2:]))
