@@ -175,7 +175,7 @@ def parse_runs(items: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis.curves",
+    p = argparse.ArgumentParser(prog="nca curves",
                                 description="Plot TensorBoard curves of runs and tabulate final values and speed-ups.")
     p.add_argument("--runs", nargs="+", required=True, metavar="NAME=DIR", help="runs/<name> or runs/<name>/version_N")
     p.add_argument("--baseline", default=None, help="run the speed-up is measured against (default: the first)")

@@ -1,7 +1,7 @@
 """Statistics of token corpora in the shared shard format, to set NCA bands side by side with text.
 
 Per corpus: rows and tokens read, distinct ids, unigram entropy (bits), the most frequent ids, the gzip
-ratio of windows (``nca.complexity.gzip_ratio``, windows as long as the ``nca complexity`` probe, NCA
+ratio of windows (``nca.automaton.complexity.gzip_ratio``, windows as long as the ``nca complexity`` probe, NCA
 delimiters removed, so the numbers compare with the bands) and, for NCA corpora, the delimiter fraction.
 
     python -m analysis.token_stats data/nca-50plus data/text_cache/owt --max-rows 10000 --json stats.json
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.shards import TokenShards
-from nca.complexity import COMPLEXITY_FRAMES, gzip_ratio
-from nca.config import NCAConfig
-from nca.tokenize import PatchTokenizer
+from nca.automaton.complexity import COMPLEXITY_FRAMES, gzip_ratio
+from nca.automaton.config import NCAConfig
+from nca.automaton.tokenize import PatchTokenizer
 
 _CHUNK = 1024  # rows counted per bincount
 
@@ -100,7 +100,7 @@ def line(s: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis.token_stats",
+    p = argparse.ArgumentParser(prog="nca token-stats",
                                 description="Unigram, gzip and delimiter statistics of token corpora (shard format).")
     p.add_argument("dirs", nargs="+", type=Path, help="corpus directories holding manifest.json")
     p.add_argument("--max-rows", type=int, default=None, help="read a random sample of this many rows")

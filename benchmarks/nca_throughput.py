@@ -20,8 +20,8 @@ import psutil
 import torch
 
 from datamodules.nca import NCADataModule
-from nca.complexity import Band, rule_ratios
-from nca.config import NCAConfig
+from nca.automaton.complexity import Band, rule_ratios
+from nca.automaton.config import NCAConfig
 
 
 def tree_rss_mb() -> float:

@@ -14,11 +14,11 @@ from torch.utils.data import DataLoader
 
 from datamodules.shards import TokenShards, row_to_sample
 from datamodules.streaming import BatchSource, NumberedBatches, PositionedLoader, ResumableStreamMixin, ShardRows
-from nca.complexity import Band
-from nca.config import NCAConfig
-from nca.pool import RulePool
-from nca.stream import NCAStream
-from nca.tokenize import PatchTokenizer
+from nca.automaton.complexity import Band
+from nca.automaton.config import NCAConfig
+from nca.automaton.pool import RulePool
+from nca.automaton.stream import NCAStream
+from nca.automaton.tokenize import PatchTokenizer
 
 
 class StreamSource(BatchSource):

@@ -1,4 +1,4 @@
-from nca.cli import main
+from nca.cli import entry
 
 if __name__ == "__main__":
-    main()
+    entry()

@@ -10,7 +10,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from analysis import curves, token_stats
 from datamodules.shards import ShardWriter
-from nca.complexity import gzip_ratio
+from nca.automaton.complexity import gzip_ratio
 
 
 def _log(directory, scalars: dict[str, list[tuple[int, float]]]) -> None:

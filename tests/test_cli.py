@@ -8,7 +8,8 @@ import pytest
 import torch
 import yaml
 
-from nca.cli import NCACLI, free_name, main
+from nca.cli import main
+from nca.cli.train import NCACLI, free_name
 if __package__:  # tests/ is a package
     from .test_causal_lm import TINY, PatternDataModule, RecordLosses
 else:  # tests/ is on sys.path (pytest's rootdir-less layout)

@@ -19,7 +19,7 @@ import yaml
 
 from lit_modules.callbacks import FreezeParameters, ReinitializeParameters
 
-if not hasattr(pytest.importorskip("nca.cli"), "NCACLI"):
+if not hasattr(pytest.importorskip("nca.cli.train"), "NCACLI"):
     pytest.skip("nca.cli has no LightningCLI (NCACLI) yet", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def _parse(config_files: tuple[str, ...]) -> dict:
                 getattr(importlib.import_module(module), attr)
             except (ImportError, AttributeError):
                 pytest.skip(f"{class_path} (used by {name}) is not importable yet")
-    from nca.cli import NCACLI
+    from nca.cli.train import NCACLI
 
     args = ["fit"] + [a for name in config_files for a in ("--config", str(ROOT / name))] + ["--print_config"]
     out = io.StringIO()
@@ -155,7 +155,7 @@ BANDS = {"20-30": (0.2, 0.3), "30-40": (0.3, 0.4), "40-50": (0.4, 0.5), "50plus"
 
 @pytest.mark.parametrize("name", sorted(BANDS))
 def test_band_files_set_the_band(name):
-    from nca.complexity import Band
+    from nca.automaton.complexity import Band
 
     config = parse("configs/stage1.yaml", f"configs/band/{name}.yaml")
     band = Band.parse(config["data"]["init_args"]["band"])

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nca.config import NCAConfig
-from nca.rng import hash_keys, stream, to_uniform
-from nca.rules import sample_rules
-from nca.simulate import Simulator, _sample, initial_states, rollout
+from nca.automaton.config import NCAConfig
+from nca.automaton.rng import hash_keys, stream, to_uniform
+from nca.automaton.rules import sample_rules
+from nca.automaton.simulate import Simulator, _sample, initial_states, rollout
 
 SMALL = NCAConfig(n_states=4, grid=6, patch=2)
 

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from nca.complexity import Band, BandUnreachable, gzip_ratio, rule_ratios
-from nca.config import NCAConfig
-from nca.pool import RulePool
-from nca.stream import NCAStream
+from nca.automaton.complexity import Band, BandUnreachable, gzip_ratio, rule_ratios
+from nca.automaton.config import NCAConfig
+from nca.automaton.pool import RulePool
+from nca.automaton.stream import NCAStream
 
 SMALL = NCAConfig(n_states=4, grid=6, patch=2)
 

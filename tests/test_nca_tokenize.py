@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from datamodules.shards import row_to_sample
-from nca.tokenize import PatchTokenizer
+from nca.automaton.tokenize import PatchTokenizer
 
 
 def test_patch_token_formula_and_frame_layout():

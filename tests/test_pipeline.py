@@ -11,11 +11,11 @@ import pytest
 import torch
 from lightning.pytorch import Callback
 
-cli_module = pytest.importorskip("nca.cli")
+cli_module = pytest.importorskip("nca.cli.train")
 if not hasattr(cli_module, "NCACLI"):
     pytest.skip("nca.cli has no LightningCLI (NCACLI) yet", allow_module_level=True)
 from datamodules.tokenizers import _byte_decoder  # noqa: E402
-from nca.cli import TRAINER_DEFAULTS, NCACLI  # noqa: E402
+from nca.cli.train import TRAINER_DEFAULTS, NCACLI  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

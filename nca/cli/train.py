@@ -1,4 +1,4 @@
-"""`python -m nca VERB ...`: the data verbs of this project, else LightningCLI's fit/validate/test.
+"""``nca fit | validate | test``: LightningCLI for ``CausalLM`` and any DataModule.
 
 Training is configured only through YAML (``--config a.yaml --config b.yaml``, later files win) and
 command-line overrides of any key; ``--print_config`` shows the resolved result. Each run saves its resolved
@@ -9,7 +9,6 @@ per experiment name, shared by its versions), so ``--ckpt_path last`` resumes th
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -72,11 +71,8 @@ class NCACLI(LightningCLI):
         return {k: v for k, v in LightningCLI.subcommands().items() if k in ("fit", "validate", "test")}
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
-        from nca.verbs import VERBS
-
-        verbs = f" Data verbs: {', '.join(VERBS)} (python -m nca VERB --help)." if VERBS else ""
-        kwargs.setdefault("description", "Train causal LMs on NCA / text tokens with Lightning." + verbs)
-        kwargs.setdefault("prog", "python -m nca")
+        kwargs.setdefault("description", "Train causal LMs on NCA / text tokens with Lightning (`nca --help`: all verbs).")
+        kwargs.setdefault("prog", "nca")
         kwargs.setdefault("allow_abbrev", False)  # `--trainer.max_step` must be an error, not max_steps
         return super().init_parser(**kwargs)
 
@@ -114,10 +110,18 @@ class NCACLI(LightningCLI):
     before_test = before_validate
 
 
-def main(argv: list[str] | None = None) -> None:
-    from nca.verbs import VERBS
+def lightning(argv: list[str]) -> int:
+    NCACLI(args=argv)
+    return 0
 
-    args = sys.argv[1:] if argv is None else argv
-    if args and args[0] in VERBS:
-        sys.exit(VERBS[args[0]](list(args[1:])))
-    NCACLI(args=argv)  # None: LightningCLI reads sys.argv itself
+
+def fit(argv: list[str]) -> int:
+    return lightning(["fit", *argv])
+
+
+def validate(argv: list[str]) -> int:
+    return lightning(["validate", *argv])
+
+
+def test(argv: list[str]) -> int:
+    return lightning(["test", *argv])

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nca.complexity import Band, BandUnreachable, check_reachable, rule_ratios
-from nca.config import NCAConfig
+from nca.automaton.complexity import Band, BandUnreachable, check_reachable, rule_ratios
+from nca.automaton.config import NCAConfig
 
 SPLITS = {"train": 0, "val": 1}
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from nca.config import NCAConfig
-from nca.rng import hash_keys, stream, to_uniform64
+from nca.automaton.config import NCAConfig
+from nca.automaton.rng import hash_keys, stream, to_uniform64
 
 # Standard-normal CDF at +-2 and the std of a normal truncated there (Flax's correction constant).
 _PHI_LO, _PHI_HI = 0.022750131948179195, 0.9772498680518208

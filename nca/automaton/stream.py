@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nca.complexity import Band, BandUnreachable, check_reachable, rule_ratios
-from nca.config import NCAConfig
-from nca.pool import RulePool, split_bit
-from nca.rng import hash_keys
-from nca.rules import sample_rules
-from nca.simulate import Simulator
-from nca.tokenize import PatchTokenizer
+from nca.automaton.complexity import Band, BandUnreachable, check_reachable, rule_ratios
+from nca.automaton.config import NCAConfig
+from nca.automaton.pool import RulePool, split_bit
+from nca.automaton.rng import hash_keys
+from nca.automaton.rules import sample_rules
+from nca.automaton.simulate import Simulator
+from nca.automaton.tokenize import PatchTokenizer
 
 _FRESH_RULE, _FRESH_TRAJ, _POOL_TRAJ, _POOL_PERM = 31, 32, 33, 34  # key domains
 

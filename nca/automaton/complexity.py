@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nca.config import NCAConfig
-from nca.rng import hash_keys
-from nca.rules import sample_rules
-from nca.simulate import Simulator
-from nca.tokenize import PatchTokenizer
+from nca.automaton.config import NCAConfig
+from nca.automaton.rng import hash_keys
+from nca.automaton.rules import sample_rules
+from nca.automaton.simulate import Simulator
+from nca.automaton.tokenize import PatchTokenizer
 
 COMPLEXITY_FRAMES = 10
 _PROBE_DOMAIN = 21  # key domain of the complexity rollout (its own initial state, not the trajectory's)

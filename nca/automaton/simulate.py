@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nca.config import NCAConfig
-from nca.rng import hash_keys, stream, to_normal, to_uniform
-from nca.rules import RuleBatch
+from nca.automaton.config import NCAConfig
+from nca.automaton.rng import hash_keys, stream, to_normal, to_uniform
+from nca.automaton.rules import RuleBatch
 
 _INIT_LOGITS, _INIT_CELLS, _STEP = 11, 12, 13  # key domains
 _SURE_GAP = 20.0  # scaled-logit gap beyond which a draw is certainly the argmax (see Simulator.step)

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from nca.config import NCAConfig
+from nca.automaton.config import NCAConfig
 
 
 class PatchTokenizer:

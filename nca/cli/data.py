@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nca.complexity import COMPLEXITY_FRAMES, Band, gzip_ratio, rule_ratios
-from nca.config import NCAConfig
+from nca.automaton.complexity import COMPLEXITY_FRAMES, Band, gzip_ratio, rule_ratios
+from nca.automaton.config import NCAConfig
 
 PAPER_BANDS = ["20-30", "30-40", "40-50", "50+"]
 
@@ -60,7 +60,7 @@ class _ChunkSource:
 
 
 def generate(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m nca generate",
+    p = argparse.ArgumentParser(prog="nca generate",
                                 description="Write an NCA token corpus (memmap shards + manifest) for a training run to stream.")
     p.add_argument("--out", required=True, help="new directory (an existing non-empty one is never overwritten)")
     p.add_argument("--tokens", type=float, required=True, help="training targets to write (rows = ceil(tokens / seq_len))")
@@ -77,8 +77,8 @@ def generate(argv: list[str]) -> int:
 
     from datamodules.shards import ShardWriter
     from datamodules.streaming import NumberedBatches
-    from nca.pool import RulePool
-    from nca.stream import NCAStream
+    from nca.automaton.pool import RulePool
+    from nca.automaton.stream import NCAStream
 
     cfg, band = _cfg(a), None if a.band.lower() == "none" else Band.parse(a.band)
     out = Path(a.out)
@@ -120,7 +120,7 @@ def generate(argv: list[str]) -> int:
 
 # -- preview --------------------------------------------------------------------------------------
 def preview(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m nca preview", description="Render trajectories of a few rules per band to PNG and GIF.")
+    p = argparse.ArgumentParser(prog="nca preview", description="Render trajectories of a few rules per band to PNG and GIF.")
     p.add_argument("--out", required=True)
     p.add_argument("--bands", nargs="+", default=PAPER_BANDS)
     p.add_argument("--rules", type=int, default=4, help="rules per band")
@@ -129,11 +129,11 @@ def preview(argv: list[str]) -> int:
     _nca_args(p)
     a = p.parse_args(argv)
 
-    from nca.pool import RulePool
-    from nca.render import save_gif, strip
-    from nca.rng import hash_keys
-    from nca.rules import sample_rules
-    from nca.simulate import Simulator
+    from nca.automaton.pool import RulePool
+    from nca.automaton.render import save_gif, strip
+    from nca.automaton.rng import hash_keys
+    from nca.automaton.rules import sample_rules
+    from nca.automaton.simulate import Simulator
 
     cfg, out = _cfg(a), Path(a.out)
     bands = [Band.parse(b) for b in a.bands]  # parse all before any work
@@ -164,7 +164,7 @@ def text_ratios(path: Path, tokenizer: str, window: int) -> np.ndarray:
 
 
 def complexity(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m nca complexity",
+    p = argparse.ArgumentParser(prog="nca complexity",
                                 description="gzip-ratio distribution of random rules, band pass rates, and the ratio of text/code files.")
     p.add_argument("--rules", type=int, default=1024, help="random rules to measure")
     p.add_argument("--bands", nargs="+", default=PAPER_BANDS)
@@ -220,5 +220,3 @@ def complexity(argv: list[str]) -> int:
         print(f"wrote {out / 'histogram.png'} and {out / 'complexity.json'}")
     return 0
 
-
-VERBS = {"generate": generate, "preview": preview, "complexity": complexity}

@@ -1,0 +1,55 @@
+"""``nca VERB ...`` (the same as ``python -m nca VERB ...``): the application on top of the library.
+
+Each verb is a function ``argv -> exit code`` in its own module, imported only when it is called, so
+``nca --help`` answers at once and one verb's dependencies never slow another. Training verbs are
+LightningCLI (``nca fit --help`` lists every key); the others parse with jsonargparse or argparse.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Callable
+
+# verb -> ("module:function", one line of help). The one list of verbs: `nca --help` prints it.
+VERBS: dict[str, tuple[str, str]] = {
+    "fit": ("nca.cli.train:fit", "train a model from YAML configs (LightningCLI)"),
+    "validate": ("nca.cli.train:validate", "validation loss/perplexity of a checkpoint"),
+    "test": ("nca.cli.train:test", "test-split loss/perplexity of a checkpoint"),
+    "generate": ("nca.cli.data:generate", "write an NCA token corpus (memmap shards + manifest)"),
+    "preview": ("nca.cli.data:preview", "PNG strips and GIFs of rules in each complexity band"),
+    "complexity": ("nca.cli.data:complexity", "gzip-ratio distribution of random rules; band of a text file"),
+    "curves": ("analysis.curves:main", "TensorBoard curves of runs, final values and convergence speed-ups"),
+    "token-stats": ("analysis.token_stats:main", "entropy, distinct ids and gzip ratio of token corpora"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, VERBS))
+    lines = ["usage: nca VERB [ARGS ...]   (or python -m nca VERB ...; nca VERB --help for a verb's arguments)",
+             "", "verbs:"]
+    lines += [f"  {verb:<{width}}  {text}" for verb, (_, text) in VERBS.items()]
+    return "\n".join(lines)
+
+
+def load(verb: str) -> Callable[[list[str]], int]:
+    module, _, function = VERBS[verb][0].partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one verb; returns its exit code (argument errors exit through the verb's parser)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if args else 2
+    verb, rest = args[0], args[1:]
+    if verb not in VERBS:
+        print(f"nca: unknown verb {verb!r}; `nca --help` lists the verbs", file=sys.stderr)
+        return 2
+    return load(verb)(rest)
+
+
+def entry() -> None:
+    """The console script ``nca``."""
+    sys.exit(main())
