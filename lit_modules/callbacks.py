@@ -18,13 +18,13 @@ from typing import Any, Optional
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from torch import nn
 
 from lit_modules.causal_lm import init_std
 from lit_modules.transfer import (
     assign_,
     check_parts,
-    count_label,
     full_parameters,
     logical_shapes,
     resolve,
@@ -93,7 +93,7 @@ class ReinitializeParameters(L.Callback):
         shapes = logical_shapes(pl_module.model)
         count = sum(shapes[n].numel() for n in names)
         rank_zero_info(
-            f"{type(self).__name__}: re-initialised {len(names)} tensors ({count_label(count)} params): "
+            f"{type(self).__name__}: re-initialised {len(names)} tensors ({get_human_readable_count(count)} params): "
             f"{summarize_names(names)} (seed {self.seed})"
         )
         for logger in trainer.loggers:
@@ -160,7 +160,7 @@ class FreezeParameters(L.Callback):
         count = sum(shapes[n].numel() for n in self._names)
         until = "for the whole run" if self.steps is None else f"until optimizer step {self.steps}"
         rank_zero_info(
-            f"{type(self).__name__}: freezing {len(self._names)} tensors ({count_label(count)} params) {until}: "
+            f"{type(self).__name__}: freezing {len(self._names)} tensors ({get_human_readable_count(count)} params) {until}: "
             f"{summarize_names(self._names)}"
         )
 

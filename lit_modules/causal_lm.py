@@ -231,6 +231,10 @@ class CausalLM(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokens_seen"] = int(self._tokens_seen)
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None:  # how the data was made, so sampling/evaluation can rebuild its tokenizer
+            checkpoint["data"] = {"class_path": f"{type(dm).__module__}.{type(dm).__qualname__}",
+                                  "init_args": dict(getattr(dm, "hparams", {}))}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._tokens_seen = torch.tensor(checkpoint.get("tokens_seen", 0), dtype=torch.int64)

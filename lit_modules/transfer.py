@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import re
-import warnings
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from torch import nn
 
+from lit_modules.checkpoint import read_checkpoint
+
 EMBEDDING_PREFIXES = ("transformer.wte.", "lm_head.")
-# Wrapper segments that FSDP1, activation checkpointing and torch.compile insert into parameter names.
-_WRAPPER_SEGMENT = re.compile(r"(^|\.)(_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod)(?=\.)")
 _LAYER = re.compile(r"^transformer\.h\.(\d+)\.(.+)$")
 
 # Which logical names each ablation part covers; per-layer parts are restricted by ``layers``.
@@ -60,11 +59,6 @@ def resolve(model: nn.Module, name: str) -> torch.Tensor:
     for part in name.split("."):
         obj = getattr(obj, part)
     return obj
-
-
-def clean_name(name: str) -> str:
-    """Drop the segments that wrappers insert (``_fsdp_wrapped_module.``, ``_orig_mod.``...)."""
-    return _WRAPPER_SEGMENT.sub("", name).lstrip(".")
 
 
 def _has_fsdp1(module: nn.Module) -> bool:
@@ -171,14 +165,6 @@ def _layer_index(index: int, n_layer: int) -> int:
 
 
 # --------------------------------------------------------------------------- reporting
-def count_label(n: int) -> str:
-    """1610612736 -> '1.61B': parameter counts as people read them."""
-    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= size:
-            return f"{n / size:.2f}{suffix}"
-    return str(n)
-
-
 def summarize_names(names: list[str]) -> str:
     """Compress per-layer names: 'blocks 0-23 [attn.qkv.weight, ...], transformer.ln_f.weight'."""
     per_layer: dict[int, list[str]] = {}
@@ -223,101 +209,15 @@ class TransferReport:
 
     def __str__(self) -> str:
         text = (
-            f"carried {len(self.carried)} tensors ({count_label(self.carried_params)} params) from "
+            f"carried {len(self.carried)} tensors ({get_human_readable_count(self.carried_params)} params) from "
             f"{self.source} [{self.format}]: {summarize_names(self.carried)}; re-initialised: "
-            f"{summarize_names(self.reinitialised)} ({count_label(self.reinitialised_params)} params)"
+            f"{summarize_names(self.reinitialised)} ({get_human_readable_count(self.reinitialised_params)} params)"
         )
         if self.missing:
             text += f"; missing from the checkpoint, kept fresh: {summarize_names(self.missing)}"
         if self.unexpected:
             text += f"; in the checkpoint but not the model, ignored: {summarize_names(self.unexpected)}"
         return text
-
-
-# --------------------------------------------------------------------------- checkpoint reading
-def read_checkpoint(path: str | Path, names: Iterable[str]) -> tuple[dict[str, torch.Tensor], str]:
-    """The GPT tensors of a checkpoint keyed by logical name, and the format it was read as.
-
-    Formats: a Lightning ``.ckpt`` (``state_dict`` keyed ``model.*``), a sharded FSDP directory
-    (torch.distributed.checkpoint, read on CPU without a process group), a litgpt ``lit_model.pth``
-    (plain state dict or ``{"model": ...}``), or a litgpt checkpoint directory holding one.
-    """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(
-            f"init_from checkpoint not found: {path}. Point model.init_from at a stage-1 Lightning .ckpt, "
-            "a sharded FSDP checkpoint directory or a litgpt lit_model.pth"
-        )
-    names = set(names)
-    if path.is_dir():
-        if (path / ".metadata").is_file():
-            return _read_dcp(path, names), "sharded FSDP (torch.distributed.checkpoint)"
-        if (path / "lit_model.pth").is_file():
-            path = path / "lit_model.pth"
-        else:
-            raise ValueError(
-                f"{path} is a directory but neither a sharded checkpoint (no .metadata) nor a litgpt "
-                "checkpoint directory (no lit_model.pth); point init_from at the checkpoint itself"
-            )
-    # The project's own files: Lightning checkpoints pickle hyper-parameter objects, so weights_only is off;
-    # mmap keeps optimizer states on disk.
-    raw = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    if isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
-        state, fmt = raw["state_dict"], "Lightning checkpoint"
-    elif isinstance(raw, Mapping) and isinstance(raw.get("model"), Mapping):
-        state, fmt = raw["model"], "litgpt checkpoint"
-    elif isinstance(raw, Mapping):
-        state, fmt = raw, "state dict"
-    else:
-        raise ValueError(f"{path} holds a {type(raw).__name__}, not a state dict or checkpoint")
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    prefix = _gpt_prefix(tensors, names, path)
-    return {clean_name(k)[len(prefix):]: v for k, v in tensors.items() if clean_name(k).startswith(prefix)}, fmt
-
-
-def _gpt_prefix(keys: Iterable[str], names: set[str], path: Path) -> str:
-    """The key prefix under which the GPT lives ('' for litgpt, 'model.' for our LightningModule)."""
-    votes: Counter[str] = Counter()
-    for key in map(clean_name, keys):
-        for anchor in ("transformer.", "lm_head."):
-            at = key.find(anchor)
-            if at >= 0 and key[at:] in names:
-                votes[key[:at]] += 1
-                break
-    if not votes:
-        sample = ", ".join(list(keys)[:5])
-        raise ValueError(
-            f"no litgpt GPT weights found in {path}: expected keys like 'transformer.h.0.attn.qkv.weight' "
-            f"(optionally prefixed, e.g. 'model.'); the first keys are: {sample or '(none)'}"
-        )
-    return votes.most_common(1)[0][0]
-
-
-def _read_dcp(path: Path, names: set[str]) -> dict[str, torch.Tensor]:
-    """Read only the model tensors of a torch.distributed.checkpoint directory into full CPU tensors."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-
-    reader = dcp.FileSystemReader(str(path))
-    metadata = reader.read_metadata()
-    entries = {k: v for k, v in metadata.state_dict_metadata.items() if isinstance(v, TensorStorageMetadata)}
-    prefix = _gpt_prefix(entries, names, path)
-    wanted = {k: v for k, v in entries.items() if clean_name(k).startswith(prefix)}
-    # Rebuild the nesting the checkpoint was saved with (Lightning: {"model": {"model.transformer...": t}}).
-    nested: dict = {}
-    flat: dict[str, torch.Tensor] = {}
-    for key, meta in wanted.items():
-        tensor = torch.empty(meta.size, dtype=meta.properties.dtype)
-        route = (metadata.planner_data or {}).get(key, (key,))
-        node = nested
-        for step in route[:-1]:
-            node = node.setdefault(step, {})
-        node[route[-1]] = tensor
-        flat[clean_name(key)[len(prefix):]] = tensor
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.load(nested, storage_reader=reader, no_dist=True)
-    return flat
 
 
 # --------------------------------------------------------------------------- the transfer

@@ -150,7 +150,7 @@ def test_reinit_callback_runs_at_train_start_and_logs(tmp_path, caplog):
         trainer(tmp_path, 1, [ReinitializeParameters(["attention"], layers=[0], seed=7), probe],
                 enable_checkpointing=False).fit(module)
     assert all(torch.equal(v, expected.state_dict()[k]) for k, v in probe.start.items())
-    assert "re-initialised 2 tensors (4.10K params): blocks 0 [attn.qkv.weight, attn.proj.weight]" in caplog.text
+    assert "re-initialised 2 tensors (4.1 K params): blocks 0 [attn.qkv.weight, attn.proj.weight]" in caplog.text
 
 
 def test_reinit_is_not_applied_again_on_resume(tmp_path):

@@ -9,11 +9,10 @@ import torch
 import torch.distributed.checkpoint as dcp
 from litgpt.model import GPT
 
+from lit_modules.checkpoint import read_checkpoint
 from lit_modules.transfer import (
     TransferReport,
-    count_label,
     load_stage_weights,
-    read_checkpoint,
     select_parameters,
     summarize_names,
 )
@@ -260,13 +259,12 @@ def test_report_reads_well():
         reinitialised_params=205_914_112,
     )
     text = str(report)
-    assert text.startswith("carried 49 tensors (1.61B params) from s1.ckpt")
+    assert text.startswith("carried 49 tensors (1.6 B params) from s1.ckpt")
     assert "blocks 0-23 [attn.qkv.weight, mlp.fc_1.weight], transformer.ln_f.weight" in text
-    assert text.endswith("re-initialised: transformer.wte.weight, lm_head.weight (205.91M params)")
+    assert text.endswith("re-initialised: transformer.wte.weight, lm_head.weight (205 M params)")
 
 
-def test_name_and_count_helpers():
-    assert count_label(999) == "999" and count_label(1500) == "1.50K"
+def test_name_helpers():
     assert summarize_names(["transformer.h.0.a", "transformer.h.2.a", "transformer.h.3.a"]) == "blocks 0,2-3 [a]"
     assert summarize_names([]) == "nothing"
 
@@ -317,3 +315,33 @@ def test_transfer_under_one_process_fsdp(stage1_ckpt, tmp_path):
         expected = fresh[name] if name in EMBEDDINGS else source[name]
         assert torch.equal(value, expected), name
     assert set(seen["report"].reinitialised) == EMBEDDINGS
+
+
+
+class TinyTextData(L.LightningDataModule):
+    """A DataModule with saved settings, as the text DataModule has (its tokenizer spec travels in checkpoints)."""
+
+    def __init__(self, tokenizer: str = "toy-tokenizer", vocab_size: int = 40):
+        super().__init__()
+        self.save_hyperparameters()
+        self.vocab_size = vocab_size
+
+    def train_dataloader(self):
+        rows = torch.randint(0, self.vocab_size, (4, 9))
+        return torch.utils.data.DataLoader([{"input_ids": r[:-1], "labels": r[1:]} for r in rows], batch_size=4)
+
+
+def test_load_model_rebuilds_the_trained_gpt_with_its_data_settings(tmp_path):
+    from lit_modules.causal_lm import CausalLM
+    from lit_modules.checkpoint import load_model
+
+    module = CausalLM(config=dict(n_layer=1, n_embd=32, n_head=4, block_size=16), vocab_size=40, warmup_steps=1)
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module, datamodule=TinyTextData())
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    loaded = load_model(tmp_path / "m.ckpt")
+    x = torch.randint(0, 40, (1, 8))
+    assert torch.equal(loaded.model(x), module.model.eval()(x))
+    assert loaded.data["class_path"].endswith("TinyTextData") and loaded.tokenizer_spec == "toy-tokenizer"
+    assert loaded.format == "Lightning checkpoint" and loaded.hparams["vocab_size"] == 40
