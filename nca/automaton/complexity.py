@@ -14,13 +14,12 @@ import numpy as np
 import torch
 
 from nca.automaton.config import NCAConfig
-from nca.automaton.rng import hash_keys
+from nca.automaton.rng import Domain, hash_keys
 from nca.automaton.rules import sample_rules
 from nca.automaton.simulate import Simulator
 from nca.automaton.tokenize import PatchTokenizer
 
 COMPLEXITY_FRAMES = 10
-_PROBE_DOMAIN = 21  # key domain of the complexity rollout (its own initial state, not the trajectory's)
 
 
 def gzip_ratio(data: bytes | np.ndarray) -> float:
@@ -83,7 +82,7 @@ class BandUnreachable(RuntimeError):
 def rule_ratios(rule_ids: torch.Tensor, cfg: NCAConfig, seed: int) -> np.ndarray:
     """gzip ratio of each rule on its own probe rollout (a pure function of seed and rule id)."""
     rules = sample_rules(rule_ids, cfg, seed)
-    frames = Simulator(rules, cfg).rollout(hash_keys(seed, _PROBE_DOMAIN, rules.ids), COMPLEXITY_FRAMES)
+    frames = Simulator(rules, cfg).rollout(hash_keys(seed, Domain.COMPLEXITY_PROBE, rules.ids), COMPLEXITY_FRAMES)
     return gzip_ratios(PatchTokenizer.from_config(cfg).patch_ids(frames))
 
 

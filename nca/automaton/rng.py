@@ -8,7 +8,28 @@ done in int64 tensor arithmetic (wrapping multiply, masked right shifts), on CPU
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 import torch
+
+
+class Domain(IntEnum):
+    """Every key domain in one registry: each use of randomness hashes its own number, so no two uses ever
+    share a stream. A new use takes a new number here; changing a number changes every token it feeds."""
+
+    RULE_W1 = 1  # rule weights: the three kernels
+    RULE_W2 = 2
+    RULE_W3 = 3
+    INIT_LOGITS = 11  # a trajectory's initial state: softmax logits, then cells
+    INIT_CELLS = 12
+    STEP = 13  # update noise of each step
+    COMPLEXITY_PROBE = 21  # the gzip probe's own rollout
+    FRESH_RULE = 31  # stream: candidate rules of a sequence
+    FRESH_TRAJECTORY = 32
+    POOL_TRAJECTORY = 33
+    POOL_PERMUTATION = 34
+    PREVIEW = 99  # pictures for people
+    SAMPLING = 101  # language-model sampling (lit_modules.sampling)
 
 _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as signed int64
 _M1 = -4658895280553007687  # 0xBF58476D1CE4E5B9

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 import torch
 
 from nca.automaton.config import NCAConfig
-from nca.automaton.rng import hash_keys, stream, to_uniform64
+from nca.automaton.rng import Domain, hash_keys, stream, to_uniform64
 
 # Standard-normal CDF at +-2 and the std of a normal truncated there (Flax's correction constant).
 _PHI_LO, _PHI_HI = 0.022750131948179195, 0.9772498680518208
 _TRUNC_STD = 0.87962566103423978
-_W1, _W2, _W3 = 1, 2, 3  # key domains of the three kernels
 
 
 @dataclass
@@ -48,7 +47,7 @@ def sample_rules(rule_ids: torch.Tensor, cfg: NCAConfig, seed: int) -> RuleBatch
     base = hash_keys(seed, ids)
     return RuleBatch(
         ids=ids,
-        w1=_truncated_lecun(hash_keys(base, _W1), (9 * n, h1), fan_in=9 * n),
-        w2=_truncated_lecun(hash_keys(base, _W2), (h1, h2), fan_in=h1),
-        w3=_truncated_lecun(hash_keys(base, _W3), (h2, n), fan_in=h2),
+        w1=_truncated_lecun(hash_keys(base, Domain.RULE_W1), (9 * n, h1), fan_in=9 * n),
+        w2=_truncated_lecun(hash_keys(base, Domain.RULE_W2), (h1, h2), fan_in=h1),
+        w3=_truncated_lecun(hash_keys(base, Domain.RULE_W3), (h2, n), fan_in=h2),
     )

@@ -10,10 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from nca.automaton.config import NCAConfig
-from nca.automaton.rng import hash_keys, stream, to_normal, to_uniform
+from nca.automaton.rng import Domain, hash_keys, stream, to_normal, to_uniform
 from nca.automaton.rules import RuleBatch
 
-_INIT_LOGITS, _INIT_CELLS, _STEP = 11, 12, 13  # key domains
 _SURE_GAP = 20.0  # scaled-logit gap beyond which a draw is certainly the argmax (see Simulator.step)
 
 
@@ -43,8 +42,8 @@ def initial_states(traj_keys: torch.Tensor, cfg: NCAConfig) -> torch.Tensor:
     """[R, cells]: z ~ N(0, I_n) once per trajectory, then every cell i.i.d. ~ Categorical(softmax(z))."""
     n, cells = cfg.n_states, cfg.grid * cfg.grid
     dev = traj_keys.device
-    z = to_normal(stream(hash_keys(traj_keys, _INIT_LOGITS)[:, None], torch.arange(n, device=dev))).float()
-    u = to_uniform(stream(hash_keys(traj_keys, _INIT_CELLS)[:, None], torch.arange(cells, device=dev)))
+    z = to_normal(stream(hash_keys(traj_keys, Domain.INIT_LOGITS)[:, None], torch.arange(n, device=dev))).float()
+    u = to_uniform(stream(hash_keys(traj_keys, Domain.INIT_CELLS)[:, None], torch.arange(cells, device=dev)))
     return _sample(z[:, :, None].expand(-1, -1, cells), u)
 
 
@@ -104,7 +103,7 @@ class Simulator:
         cfg = self.cfg
         state = initial_states(traj_keys, cfg)
         out = torch.empty(len(traj_keys), frames, self.cells, dtype=torch.uint8, device=state.device)
-        step_base = hash_keys(traj_keys, _STEP)
+        step_base = hash_keys(traj_keys, Domain.STEP)
         for t in range(cfg.burn_in + frames):
             if t >= cfg.burn_in:
                 out[:, t - cfg.burn_in] = state

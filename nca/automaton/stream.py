@@ -16,12 +16,11 @@ import torch
 from nca.automaton.complexity import Band, BandUnreachable, check_reachable, rule_ratios
 from nca.automaton.config import NCAConfig
 from nca.automaton.pool import RulePool, split_bit
-from nca.automaton.rng import hash_keys
+from nca.automaton.rng import Domain, hash_keys
 from nca.automaton.rules import sample_rules
 from nca.automaton.simulate import Simulator
 from nca.automaton.tokenize import PatchTokenizer
 
-_FRESH_RULE, _FRESH_TRAJ, _POOL_TRAJ, _POOL_PERM = 31, 32, 33, 34  # key domains
 
 
 @dataclass
@@ -65,7 +64,7 @@ class NCAStream:
         """The first accepted candidate j = 0, 1, ... of each sequence (independent of batching)."""
         n = len(index)
         if self.band is None:
-            ids = (hash_keys(self.seed, _FRESH_RULE, self.bit, index, 0) & ~1) | self.bit
+            ids = (hash_keys(self.seed, Domain.FRESH_RULE, self.bit, index, 0) & ~1) | self.bit
             return ids, np.full(n, np.nan), n
         rule = torch.zeros(n, dtype=torch.int64, device=index.device)
         ratio = np.full(n, np.nan)
@@ -76,7 +75,7 @@ class NCAStream:
                 raise BandUnreachable(f"{len(pending)} sequences found no rule in band {self.band} after {start} attempts each")
             width = 1 if len(pending) >= 32 else 4  # a few attempts at once only for the last stragglers
             j = torch.arange(start, start + width, device=index.device)
-            cand = (hash_keys(self.seed, _FRESH_RULE, self.bit, index[pending][:, None], j[None, :]) & ~1) | self.bit
+            cand = (hash_keys(self.seed, Domain.FRESH_RULE, self.bit, index[pending][:, None], j[None, :]) & ~1) | self.bit
             r = rule_ratios(cand.reshape(-1), self.cfg, self.seed).reshape(len(pending), width)
             ok = self.band.contains(r)
             tried += r.size
@@ -99,7 +98,7 @@ class NCAStream:
         slot = torch.empty_like(index)
         for e in epoch.unique().tolist():
             if self._perm is None or self._perm[0] != e:
-                g = torch.Generator().manual_seed(int(hash_keys(self.seed, _POOL_PERM, self.bit, e)) & (2**63 - 1))
+                g = torch.Generator().manual_seed(int(hash_keys(self.seed, Domain.POOL_PERMUTATION, self.bit, e)) & (2**63 - 1))
                 self._perm = (e, torch.randperm(size, generator=g))
             sel = epoch == e
             slot[sel] = self._perm[1].to(index.device)[pos[sel]]
@@ -112,11 +111,11 @@ class NCAStream:
             raise ValueError("sequence indices must be >= 0")
         if self.pool is None:
             rule_ids, ratios, tried = self._fresh_rules(index)
-            traj = hash_keys(self.seed, _FRESH_TRAJ, self.bit, index)
+            traj = hash_keys(self.seed, Domain.FRESH_TRAJECTORY, self.bit, index)
         else:
             rule_ids, slot = self._pool_rules(index)
             ratios, tried = self.pool.ratios[slot.cpu().numpy()], 0
-            traj = hash_keys(self.seed, _POOL_TRAJ, rule_ids, index // len(self.pool))
+            traj = hash_keys(self.seed, Domain.POOL_TRAJECTORY, rule_ids, index // len(self.pool))
         frames = Simulator(sample_rules(rule_ids, self.cfg, self.seed), self.cfg).rollout(traj, self.frames)
         return Batch(self.tokenizer.rows(frames, self.seq_len), rule_ids, ratios, tried)
 
