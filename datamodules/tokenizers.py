@@ -41,11 +41,13 @@ class TextTokenizer:
     produce the same ids.
     """
 
-    def __init__(self, name: str, vocab_size: int, eot_id: int, encode_batch: Callable[[list[str]], list[list[int]]]):
+    def __init__(self, name: str, vocab_size: int, eot_id: int, encode_batch: Callable[[list[str]], list[list[int]]],
+                 decode: Callable[[list[int]], str] | None = None):
         self.name = name
         self.vocab_size = int(vocab_size)
         self.eot_id = int(eot_id)
         self._encode_batch = encode_batch
+        self._decode = decode
 
     def encode(self, text: str) -> list[int]:
         """Ids of ``text``; special-token strings inside the text are ordinary characters."""
@@ -53,6 +55,12 @@ class TextTokenizer:
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return self._encode_batch(list(texts))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids`` (sampled completions); special ids become their strings, broken UTF-8 becomes U+FFFD."""
+        if self._decode is None:
+            raise NotImplementedError(f"{self.name} was built without a decoder")
+        return self._decode([int(i) for i in ids])
 
     def __repr__(self) -> str:
         return f"TextTokenizer(name={self.name!r}, vocab_size={self.vocab_size}, eot_id={self.eot_id})"
@@ -91,8 +99,19 @@ class _LitgptBatch:
         return self.processor.encode(texts)  # sentencepiece encodes lists, adding no BOS by default
 
 
+class _LitgptDecode:
+    """Decoding through a litgpt Tokenizer's backend (picklable, like ``_LitgptBatch``)."""
+
+    def __init__(self, tok):
+        self.processor = tok.processor
+
+    def __call__(self, ids: list[int]) -> str:
+        return self.processor.decode(ids)
+
+
 def _tiktoken_encoder(enc, name: str) -> TextTokenizer:
-    return TextTokenizer(name=name, vocab_size=enc.n_vocab, eot_id=enc.eot_token, encode_batch=_TiktokenBatch(enc))
+    return TextTokenizer(name=name, vocab_size=enc.n_vocab, eot_id=enc.eot_token, encode_batch=_TiktokenBatch(enc),
+                         decode=enc.decode)
 
 
 def _from_tiktoken_name(name: str) -> TextTokenizer:
@@ -201,4 +220,5 @@ def _from_litgpt(path: Path) -> TextTokenizer:
     for name in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "generation_config.json"):
         if (path / name).is_file():
             digest.update(name.encode() + (path / name).read_bytes())
-    return TextTokenizer(f"{path.name}-{digest.hexdigest()[:12]}", tok.vocab_size, tok.eos_id, _LitgptBatch(tok))
+    return TextTokenizer(f"{path.name}-{digest.hexdigest()[:12]}", tok.vocab_size, tok.eos_id, _LitgptBatch(tok),
+                         decode=_LitgptDecode(tok))
