@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from datamodules.nca import NCADataModule
@@ -15,7 +16,7 @@ from nca.automaton.config import NCAConfig
 from nca.automaton.stream import NCAStream
 from tests.test_tokenizers import write_bpe
 
-SMALL = ["--n-states", "4", "--grid", "6", "--patch", "2"]
+SMALL = ["--nca.n_states", "4", "--nca.grid", "6", "--nca.patch", "2"]
 
 
 def run(argv):
@@ -27,7 +28,7 @@ def run(argv):
 
 def test_generate_writes_the_stream_with_a_manifest(tmp_path, capsys):
     out = tmp_path / "corpus"
-    argv = ["generate", "--out", str(out), "--tokens", "900", "--seq-len", "48", "--band", "0.3-1.0",
+    argv = ["generate", "--out", str(out), "--tokens", "900", "--seq_len", "48", "--band", "0.3-1.0",
             "--chunk", "8", "--workers", "0", "--seed", "5", *SMALL]
     assert run(argv) == 0
     shards = TokenShards(out)
@@ -51,13 +52,13 @@ def test_generate_writes_the_stream_with_a_manifest(tmp_path, capsys):
 
 
 def test_generate_records_custom_hidden_widths(tmp_path):
-    assert run(["generate", "--out", str(tmp_path / "h"), "--tokens", "48", "--seq-len", "48", "--band", "none",
-                "--workers", "0", "--hidden", "8", "32", *SMALL]) == 0
+    assert run(["generate", "--out", str(tmp_path / "h"), "--tokens", "48", "--seq_len", "48", "--band", "none",
+                "--workers", "0", "--nca.hidden", "[8, 32]", *SMALL]) == 0
     assert TokenShards(tmp_path / "h").manifest.metadata["nca"]["hidden"] == [8, 32]
 
 
 def test_generate_is_the_same_with_worker_processes(tmp_path):
-    common = ["--tokens", "400", "--seq-len", "48", "--chunk", "4", "--band", "none", *SMALL]
+    common = ["--tokens", "400", "--seq_len", "48", "--chunk", "4", "--band", "none", *SMALL]
     assert run(["generate", "--out", str(tmp_path / "a"), "--workers", "0", *common]) == 0
     assert run(["generate", "--out", str(tmp_path / "b"), "--workers", "2", *common]) == 0
     assert (tmp_path / "a" / "shard_00000.bin").read_bytes() == (tmp_path / "b" / "shard_00000.bin").read_bytes()
@@ -69,15 +70,16 @@ def test_generate_rejects_an_impossible_band_before_writing(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_preview_renders_png_and_gif_per_band(tmp_path):
-    assert run(["preview", "--out", str(tmp_path), "--bands", "30-40", "50+", "--rules", "2", "--frames", "3",
+def test_preview_renders_png_and_gif_per_band(tmp_path, capsys):
+    assert run(["preview", "--out", str(tmp_path), "--bands", "[30-40, 50+]", "--rules", "2", "--frames", "3",
                 "--scale", "2", *SMALL]) == 0
     png = Image.open(tmp_path / "band_50plus.png")
     assert png.size == (3 * 12 + 2 * 2, 2 * 12 + 2)  # 3 frames x 2 rules of 6x6 cells at scale 2, 2px gaps
     gif = Image.open(tmp_path / "band_30-40.gif")
     assert gif.n_frames == 3
     before = (tmp_path / "band_50plus.png").read_bytes()
-    assert run(["preview", "--out", str(tmp_path), "--bands", "50+", "--rules", "1", *SMALL]) != 0  # never overwrites
+    assert run(["preview", "--out", str(tmp_path), "--bands", "[50+]", "--rules", "1", *SMALL]) != 0  # never overwrites
+    assert "already exist" in capsys.readouterr().err
     assert (tmp_path / "band_50plus.png").read_bytes() == before
 
 
@@ -87,7 +89,7 @@ def test_complexity_reports_bands_and_files(tmp_path, capsys):
     repeated.write_text("the cat sat on the mat and then the dog ate the hat. " * 200)
     rng = np.random.default_rng(0)
     noisy.write_text("".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz .,"), 10_000)))
-    assert run(["complexity", "--rules", "64", "--out", str(tmp_path / "cx"), "--file", str(repeated), str(noisy),
+    assert run(["complexity", "--rules", "64", "--out", str(tmp_path / "cx"), "--file", f"[{repeated}, {noisy}]",
                 "--tokenizer", str(tok), "--seed", "3", *SMALL]) == 0
     report = json.loads((tmp_path / "cx" / "complexity.json").read_text())
     ratios = rule_ratios(torch.arange(64) * 2, NCAConfig(n_states=4, grid=6, patch=2), 3)
@@ -103,5 +105,15 @@ def test_complexity_reports_bands_and_files(tmp_path, capsys):
 
 
 def test_complexity_missing_file_is_a_clear_error(tmp_path, capsys):
-    assert run(["complexity", "--rules", "8", "--file", str(tmp_path / "nope.txt")]) != 0
+    assert run(["complexity", "--rules", "8", "--file", f"[{tmp_path / 'nope.txt'}]"]) != 0
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_data_verbs_read_a_config_file_and_print_theirs(tmp_path, capsys):
+    (tmp_path / "gen.yaml").write_text("tokens: 96\nseq_len: 48\nband: none\nworkers: 0\nnca:\n  n_states: 4\n  grid: 6\n")
+    with pytest.raises(SystemExit):
+        main(["generate", "--config", str(tmp_path / "gen.yaml"), "--out", str(tmp_path / "c"), "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["nca"]["n_states"] == 4 and printed["nca"]["temperature"] == NCAConfig().temperature
+    assert run(["generate", "--config", str(tmp_path / "gen.yaml"), "--out", str(tmp_path / "c")]) == 0
+    assert TokenShards(tmp_path / "c").manifest.metadata["nca"]["grid"] == 6

@@ -20,6 +20,8 @@ from nca.automaton.simulate import Simulator
 from nca.automaton.tokenize import PatchTokenizer
 
 COMPLEXITY_FRAMES = 10
+PAPER_BAND = "0.5-1.0"  # the reference launch's band (docs/paper.md §3)
+PAPER_BANDS = ["20-30", "30-40", "40-50", "50+"]  # the bands the paper compares
 
 
 def gzip_ratio(data: bytes | np.ndarray) -> float:

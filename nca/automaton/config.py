@@ -7,6 +7,18 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class NCAConfig:
+    """The automaton: every default is the paper's (docs/paper.md §1-2), and this is the one place it is written.
+
+    Args:
+        n_states: alphabet size n (cell states).
+        grid: side of the periodic square grid.
+        patch: side of the square patch that makes one token (n ** (patch ** 2) patch tokens).
+        hidden: widths of the 3x3 conv and of the 1x1 conv before the ReLU.
+        temperature: sampling temperature of each update (reference launch 1e-4; paper text 1e-3).
+        identity_bias: logit bonus of a cell's current state.
+        burn_in: steps discarded before the first recorded frame.
+    """
+
     n_states: int = 10
     grid: int = 12
     patch: int = 2

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nca.automaton.complexity import Band, BandUnreachable, check_reachable, rule_ratios
+from nca.automaton.complexity import PAPER_BAND, Band, BandUnreachable, check_reachable, rule_ratios
 from nca.automaton.config import NCAConfig
 from nca.automaton.pool import RulePool, split_bit
 from nca.automaton.rng import Domain, hash_keys
@@ -36,7 +36,7 @@ class NCAStream:
         self,
         cfg: NCAConfig,
         seq_len: int = 1024,
-        band: Band | str | list | None = (0.5, 1.0),
+        band: Band | str | list | None = PAPER_BAND,
         seed: int = 0,
         split: str = "train",
         pool: RulePool | None = None,

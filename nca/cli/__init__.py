@@ -21,6 +21,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "complexity": ("nca.cli.data:complexity", "gzip-ratio distribution of random rules; band of a text file"),
     "curves": ("analysis.curves:main", "TensorBoard curves of runs, final values and convergence speed-ups"),
     "token-stats": ("analysis.token_stats:main", "entropy, distinct ids and gzip ratio of token corpora"),
+    "export": ("nca.cli.export:main", "a checkpoint as a litgpt or Hugging Face (Llama) model directory"),
     "band-transfer": ("nca.cli.band_transfer:main", "final-perplexity change and speed-up vs scratch per complexity band and domain"),
 }
 
@@ -48,7 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"nca: unknown verb {verb!r}; `nca --help` lists the verbs", file=sys.stderr)
         return 2
-    return load(verb)(rest)
+    from nca.cli.errors import UsageError
+
+    try:
+        return load(verb)(rest)
+    except UsageError as err:
+        print(f"nca {verb}: error: {err}", file=sys.stderr)
+        return 2
 
 
 def entry() -> None:

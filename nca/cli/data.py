@@ -1,46 +1,33 @@
-"""The project's own verbs: ``generate``, ``preview``, ``complexity``. Each takes argv, returns an exit code."""
+"""The data verbs ``nca generate | preview | complexity``: each a typed function parsed by jsonargparse."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 from pathlib import Path
+from typing import Literal, Optional
 
 import numpy as np
 import torch
 
-from nca.automaton.complexity import COMPLEXITY_FRAMES, Band, gzip_ratio, rule_ratios
+from jsonargparse import CLI
+
+from nca.automaton.complexity import COMPLEXITY_FRAMES, PAPER_BAND, PAPER_BANDS, Band, gzip_ratio, rule_ratios
 from nca.automaton.config import NCAConfig
+from nca.cli.errors import UsageError
 
-PAPER_BANDS = ["20-30", "30-40", "40-50", "50+"]
-
-
-def _nca_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("automaton (defaults: the paper)")
-    g.add_argument("--n-states", type=int, default=10)
-    g.add_argument("--grid", type=int, default=12)
-    g.add_argument("--patch", type=int, default=2)
-    g.add_argument("--hidden", type=int, nargs=2, default=[4, 16], metavar=("H1", "H2"),
-                   help="widths of the 3x3 conv and of the 1x1 conv before the ReLU")
-    g.add_argument("--temperature", type=float, default=1e-4)
-    g.add_argument("--identity-bias", type=float, default=0.0)
-    g.add_argument("--burn-in", type=int, default=10)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="cpu")
+def run(function, argv: list[str], prog: str) -> int:
+    """Parse ``argv`` into ``function``'s typed keyword arguments (jsonargparse: ``--config FILE``,
+    ``--print_config``, ``--nca.temperature 1e-3``: the same keys as the DataModule's ``nca`` argument)."""
+    return CLI(function, args=argv, prog=prog, as_positional=False)
 
 
-def _refuse_existing(p: argparse.ArgumentParser, paths: list[Path]) -> None:
+def _refuse_existing(paths: list[Path]) -> None:
     """Outputs are never overwritten: fail before any work if one exists."""
     taken = [str(x) for x in paths if x.exists()]
     if taken:
-        p.error(f"{', '.join(taken)} already exist(s); choose another --out")
-
-
-def _cfg(a: argparse.Namespace) -> NCAConfig:
-    return NCAConfig(n_states=a.n_states, grid=a.grid, patch=a.patch, hidden=tuple(a.hidden),
-                     temperature=a.temperature, identity_bias=a.identity_bias, burn_in=a.burn_in)
+        raise UsageError(f"{', '.join(taken)} already exist(s); choose another --out")
 
 
 # -- generate -------------------------------------------------------------------------------------
@@ -60,19 +47,27 @@ class _ChunkSource:
 
 
 def generate(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="nca generate",
-                                description="Write an NCA token corpus (memmap shards + manifest) for a training run to stream.")
-    p.add_argument("--out", required=True, help="new directory (an existing non-empty one is never overwritten)")
-    p.add_argument("--tokens", type=float, required=True, help="training targets to write (rows = ceil(tokens / seq_len))")
-    p.add_argument("--band", default="0.5-1.0", help="gzip band, e.g. 0.5-1.0, 30-40, 50+, or 'none'")
-    p.add_argument("--seq-len", type=int, default=1024)
-    p.add_argument("--rules", type=int, default=None, help="draw this many rules once and cycle them (default: a fresh rule per sequence)")
-    p.add_argument("--split", default="train", choices=["train", "val"])
-    p.add_argument("--chunk", type=int, default=512, help="sequences generated together")
-    p.add_argument("--workers", type=int, default=2, help="generator processes")
-    _nca_args(p)
-    a = p.parse_args(argv)
+    return run(write_corpus, argv, "nca generate")
 
+
+def write_corpus(out: str, tokens: float, band: Optional[str] = PAPER_BAND, seq_len: int = 1024,
+                 rules: Optional[int] = None, split: Literal["train", "val"] = "train", chunk: int = 512,
+                 workers: int = 2, nca: NCAConfig = NCAConfig(), seed: int = 0, device: str = "cpu") -> int:
+    """Write an NCA token corpus (memmap shards + manifest) for a training run to stream.
+
+    Args:
+        out: a new directory (an existing non-empty one is never overwritten).
+        tokens: training targets to write (rows = ceil(tokens / seq_len)).
+        band: gzip band, e.g. 0.5-1.0, 30-40, 50+, or 'none' (unfiltered).
+        seq_len: tokens per training row (rows hold seq_len + 1 ids).
+        rules: draw this many rules once and cycle them (default: a fresh rule per sequence).
+        split: train (even rule ids) or val (odd rule ids).
+        chunk: sequences generated together.
+        workers: generator processes.
+        nca: the automaton (defaults: the paper).
+        seed: the stream's seed.
+        device: where rollouts run (cpu or cuda).
+    """
     from tqdm import tqdm
 
     from datamodules.shards import ShardWriter
@@ -80,22 +75,22 @@ def generate(argv: list[str]) -> int:
     from nca.automaton.pool import RulePool
     from nca.automaton.stream import NCAStream
 
-    cfg, band = _cfg(a), None if a.band.lower() == "none" else Band.parse(a.band)
-    out = Path(a.out)
-    if out.exists() and any(out.iterdir()):  # before any work: never overwrite a user's corpus
-        p.error(f"{out} already exists and is not empty; choose a new --out")
-    pool = RulePool(a.rules, cfg, band, seed=a.seed, split=a.split, device=a.device) if a.rules else None
-    stream = NCAStream(cfg, a.seq_len, band, seed=a.seed, split=a.split, pool=pool, device=a.device)
-    rows_needed = math.ceil(a.tokens / a.seq_len)
-    chunks = math.ceil(rows_needed / a.chunk)
-    loader = torch.utils.data.DataLoader(NumberedBatches(_ChunkSource(stream, a.chunk), limit=chunks),
-                                         batch_size=None, num_workers=a.workers)
-    meta = {"nca": cfg.to_dict(), "seed": a.seed, "split": a.split, "band": None if band is None else [band.lo, band.hi],
-            "seq_len": a.seq_len, "rule_pool": a.rules, "command": "python -m nca generate " + " ".join(argv)}
+    cfg, band = nca, None if band is None or band.lower() == "none" else Band.parse(band)
+    target = Path(out)
+    if target.exists() and (target.is_file() or any(target.iterdir())):  # before any work: never overwrite
+        raise UsageError(f"{target} already exists (and is a file or not empty); choose a new --out")
+    pool = RulePool(rules, cfg, band, seed=seed, split=split, device=device) if rules else None
+    stream = NCAStream(cfg, seq_len, band, seed=seed, split=split, pool=pool, device=device)
+    rows_needed = math.ceil(tokens / seq_len)
+    chunks = math.ceil(rows_needed / chunk)
+    loader = torch.utils.data.DataLoader(NumberedBatches(_ChunkSource(stream, chunk), limit=chunks),
+                                         batch_size=None, num_workers=workers)
+    meta = {"nca": cfg.to_dict(), "seed": seed, "split": split, "band": None if band is None else [band.lo, band.hi],
+            "seq_len": seq_len, "rule_pool": rules}
     t0, written, generated, tried, ratios = time.time(), 0, 0, 0, []
-    writer = ShardWriter(out, row_len=a.seq_len + 1, vocab_size=stream.vocab_size,
+    writer = ShardWriter(target, row_len=seq_len + 1, vocab_size=stream.vocab_size,
                          mask_first=stream.tokenizer.mask_first, metadata=meta)
-    with tqdm(total=rows_needed * a.seq_len, unit="tok", unit_scale=True, desc=f"NCA {band or 'unfiltered'}") as bar:
+    with tqdm(total=rows_needed * seq_len, unit="tok", unit_scale=True, desc=f"NCA {band or 'unfiltered'}") as bar:
         for rows, r, cand in loader:
             generated += len(rows)  # the filter's work covers whole chunks, also the unwritten tail
             rows = rows[: rows_needed - written]
@@ -103,7 +98,7 @@ def generate(argv: list[str]) -> int:
             written += len(rows)
             tried += cand
             ratios.append(r[: len(rows)])
-            bar.update(len(rows) * a.seq_len)
+            bar.update(len(rows) * seq_len)
     r = np.concatenate(ratios)
     stats = {"sequences_generated": generated, "candidates_tried": tried,
              "acceptance": (generated / tried) if tried else None, "seconds": round(time.time() - t0, 2)}
@@ -112,39 +107,48 @@ def generate(argv: list[str]) -> int:
         stats.update(ratio_quantiles_5_25_50_75_95=[round(float(x), 4) for x in q], ratio_mean=float(r.mean()))
     if pool is not None:
         stats["rule_pool"] = pool.stats()
-    manifest = writer.close(band_stats=stats, target_tokens=written * a.seq_len)
-    print(f"wrote {manifest.rows} sequences ({manifest.rows * a.seq_len:,} targets, {manifest.tokens:,} ids) to {out}")
+    manifest = writer.close(band_stats=stats, target_tokens=written * seq_len)
+    print(f"wrote {manifest.rows} sequences ({manifest.rows * seq_len:,} targets, {manifest.tokens:,} ids) to {target}")
     print(json.dumps(stats, indent=2))
     return 0
 
 
 # -- preview --------------------------------------------------------------------------------------
 def preview(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="nca preview", description="Render trajectories of a few rules per band to PNG and GIF.")
-    p.add_argument("--out", required=True)
-    p.add_argument("--bands", nargs="+", default=PAPER_BANDS)
-    p.add_argument("--rules", type=int, default=4, help="rules per band")
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--scale", type=int, default=8, help="pixels per cell")
-    _nca_args(p)
-    a = p.parse_args(argv)
+    return run(render_previews, argv, "nca preview")
 
+
+def render_previews(out: str, bands: list[str] = PAPER_BANDS, rules: int = 4, frames: int = 16, scale: int = 8,
+                    nca: NCAConfig = NCAConfig(), seed: int = 0, device: str = "cpu") -> int:
+    """Render trajectories of a few rules per complexity band to PNG strips and GIFs.
+
+    Args:
+        out: output directory (existing pictures in it are never overwritten).
+        bands: gzip bands, e.g. 20-30 30-40 40-50 50+.
+        rules: rules per band.
+        frames: frames per rule.
+        scale: pixels per cell.
+        nca: the automaton (defaults: the paper).
+        seed: which rules and trajectories.
+        device: where rollouts run.
+    """
     from nca.automaton.pool import RulePool
     from nca.automaton.render import save_gif, strip
-    from nca.automaton.rng import hash_keys
+    from nca.automaton.rng import Domain, hash_keys
     from nca.automaton.rules import sample_rules
     from nca.automaton.simulate import Simulator
 
-    cfg, out = _cfg(a), Path(a.out)
-    bands = [Band.parse(b) for b in a.bands]  # parse all before any work
-    names = ["band_" + t.replace("+", "plus").replace("%", "").replace(".", "p") for t in a.bands]
-    _refuse_existing(p, [out / f"{n}{ext}" for n in names for ext in (".png", ".gif")])
+    cfg, texts, out = nca, bands, Path(out)
+    bands = [Band.parse(b) for b in texts]  # parse all before any work
+    names = ["band_" + t.replace("+", "plus").replace("%", "").replace(".", "p") for t in texts]
+    _refuse_existing([out / f"{n}{ext}" for n in names for ext in (".png", ".gif")])
     out.mkdir(parents=True, exist_ok=True)
-    for text, band, name in zip(a.bands, bands, names):
-        pool = RulePool(a.rules, cfg, band, seed=a.seed, split="train", batch=256, device=a.device)
-        traj = Simulator(sample_rules(pool.ids, cfg, a.seed), cfg).rollout(hash_keys(a.seed, 99, pool.ids), a.frames)
-        strip(traj, cfg.n_states, a.scale).save(out / f"{name}.png")
-        save_gif(traj, cfg.n_states, out / f"{name}.gif", a.scale)
+    for text, band, name in zip(texts, bands, names):
+        pool = RulePool(rules, cfg, band, seed=seed, split="train", batch=256, device=device)
+        keys = hash_keys(seed, Domain.PREVIEW, pool.ids)
+        traj = Simulator(sample_rules(pool.ids, cfg, seed), cfg).rollout(keys, frames)
+        strip(traj, cfg.n_states, scale).save(out / f"{name}.png")
+        save_gif(traj, cfg.n_states, out / f"{name}.gif", scale)
         ratios = ", ".join(f"{x:.3f}" for x in pool.ratios)
         print(f"band {band}: rules {pool.ids.tolist()} ratios [{ratios}] -> {out / name}.png/.gif")
     return 0
@@ -164,39 +168,48 @@ def text_ratios(path: Path, tokenizer: str, window: int) -> np.ndarray:
 
 
 def complexity(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="nca complexity",
-                                description="gzip-ratio distribution of random rules, band pass rates, and the ratio of text/code files.")
-    p.add_argument("--rules", type=int, default=1024, help="random rules to measure")
-    p.add_argument("--bands", nargs="+", default=PAPER_BANDS)
-    p.add_argument("--out", default=None, help="directory for histogram.png and complexity.json")
-    p.add_argument("--file", nargs="*", default=[], type=Path, help="text/code files to measure on their tokens")
-    p.add_argument("--tokenizer", default="gpt2", help="'gpt2' (online) or a directory with encoder.json + vocab.bpe")
-    _nca_args(p)
-    a = p.parse_args(argv)
-    cfg = _cfg(a)
-    bands = [Band.parse(b) for b in a.bands]
-    for f in a.file:
-        if not f.is_file():
-            p.error(f"--file {f} does not exist")
-    if a.out:
-        _refuse_existing(p, [Path(a.out) / "histogram.png", Path(a.out) / "complexity.json"])
+    return run(measure_complexity, argv, "nca complexity")
 
-    ratios = rule_ratios(torch.arange(a.rules, device=a.device) * 2, cfg, a.seed)
+
+def measure_complexity(rules: int = 1024, bands: list[str] = PAPER_BANDS, out: Optional[str] = None,
+                       file: list[str] = [], tokenizer: str = "gpt2", nca: NCAConfig = NCAConfig(), seed: int = 0,
+                       device: str = "cpu") -> int:
+    """gzip-ratio distribution of random rules, the pass rate of each band, and the ratio of text/code files.
+
+    Args:
+        rules: random rules to measure.
+        bands: gzip bands to report pass rates for.
+        out: directory for histogram.png and complexity.json.
+        file: text/code files to measure on their tokens.
+        tokenizer: 'gpt2' (online) or a directory with encoder.json + vocab.bpe.
+        nca: the automaton (defaults: the paper).
+        seed: which rules.
+        device: where rollouts run.
+    """
+    cfg, texts, files = nca, bands, [Path(f) for f in file]
+    bands = [Band.parse(b) for b in texts]
+    for f in files:
+        if not f.is_file():
+            raise UsageError(f"--file {f} does not exist")
+    if out:
+        _refuse_existing([Path(out) / "histogram.png", Path(out) / "complexity.json"])
+
+    ratios = rule_ratios(torch.arange(rules, device=device) * 2, cfg, seed)
     q = np.quantile(ratios, [0.05, 0.25, 0.5, 0.75, 0.95])
-    report = {"rules": a.rules, "quantiles_5_25_50_75_95": [round(float(x), 4) for x in q],
-              "pass_rate": {t: float(b.contains(ratios).mean()) for t, b in zip(a.bands, bands)}, "files": {}}
-    print(f"{a.rules} random rules, gzip ratio quantiles 5/25/50/75/95%: " + " / ".join(f"{x:.3f}" for x in q))
-    for t, b in zip(a.bands, bands):
+    report = {"rules": rules, "quantiles_5_25_50_75_95": [round(float(x), 4) for x in q],
+              "pass_rate": {t: float(b.contains(ratios).mean()) for t, b in zip(texts, bands)}, "files": {}}
+    print(f"{rules} random rules, gzip ratio quantiles 5/25/50/75/95%: " + " / ".join(f"{x:.3f}" for x in q))
+    for t, b in zip(texts, bands):
         print(f"  band {t:>8} {str(b):>12}: {report['pass_rate'][t]:6.1%} of rules pass")
     window = COMPLEXITY_FRAMES * (cfg.grid // cfg.patch) ** 2
-    for f in a.file:
-        r = text_ratios(f, a.tokenizer, window)
+    for f in files:
+        r = text_ratios(f, tokenizer, window)
         med = float(np.median(r))
-        match = [t for t, b in zip(a.bands, bands) if b.contains(np.array([med]))[0]]
+        match = [t for t, b in zip(texts, bands) if b.contains(np.array([med]))[0]]
         report["files"][str(f)] = {"median": med, "windows": len(r), "suggested_band": match[0] if match else None}
         print(f"  {f}: median ratio {med:.3f} over {len(r)} windows of {window} tokens -> band {match[0] if match else 'none'}")
-    if a.out:
-        out = Path(a.out)
+    if out:
+        out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         import matplotlib
 
@@ -213,7 +226,7 @@ def complexity(argv: list[str]) -> int:
             ax.text(info["median"], ax.get_ylim()[1] * 0.9, Path(name).name, rotation=90, color="#d62728", fontsize=7)
         ax.set_xlabel("gzip ratio (compressed / raw int32 patch ids)")
         ax.set_ylabel("rules")
-        ax.set_title(f"{a.rules} random NCA rules (n={cfg.n_states}, T={cfg.temperature:g})")
+        ax.set_title(f"{rules} random NCA rules (n={cfg.n_states}, T={cfg.temperature:g})")
         fig.tight_layout()
         fig.savefig(out / "histogram.png", dpi=120)
         (out / "complexity.json").write_text(json.dumps(report, indent=2))
