@@ -8,7 +8,7 @@ new version) or one ``version_N/`` directory. The speed-up of a method over a ba
 with both step counts read off the logged curves by linear interpolation.
 
     python -m analysis.curves --runs scratch=runs/scratch nca=runs/from_nca --baseline scratch \
-        --tag val/ppl --out curves.png          # also writes curves.json
+        --tag val/ppl --out curves.png          # also writes curves.json; perplexity on a log axis
 """
 
 from __future__ import annotations
@@ -137,7 +137,17 @@ def table(runs: dict[str, str | Path], baseline: str, tag: str) -> list[dict]:
     return rows
 
 
-def plot(runs: dict[str, str | Path], baseline: str, tag: str, x: str, out: Path) -> None:
+def y_scale(tag: str, choice: str = "auto") -> str:
+    """Perplexity is drawn on a log axis (its changes are ratios); other tags on a linear one, unless chosen."""
+    if choice not in ("auto", "log", "linear"):
+        raise ValueError(f"y scale must be auto, log or linear, got {choice!r}")
+    if choice != "auto":
+        return choice
+    return "log" if tag.rsplit("/", 1)[-1] in ("ppl", "perplexity") else "linear"
+
+
+def figure(runs: dict[str, str | Path], baseline: str, tag: str, x: str = "step", scale: str = "auto"):
+    """The curves of all runs on one axis, the baseline's final value dashed; returns the matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,12 +159,20 @@ def plot(runs: dict[str, str | Path], baseline: str, tag: str, x: str, out: Path
         xs = tokens_at(d, steps) if x == "tokens" else steps
         ax.plot(xs, values, marker="o", ms=3, lw=1.5, label=name)
     ax.axhline(load_scalars(runs[baseline], tag)[1][-1], color="k", ls="--", lw=0.8, label=f"{baseline} final")
+    ax.set_yscale(y_scale(tag, scale))
     ax.set_xlabel("tokens seen" if x == "tokens" else "step")
-    ax.set_ylabel(tag)
-    ax.grid(alpha=0.3)
+    ax.set_ylabel(tag + (" (log scale)" if ax.get_yscale() == "log" else ""))
+    ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    return fig
+
+
+def plot(runs: dict[str, str | Path], baseline: str, tag: str, x: str, out: Path, scale: str = "auto") -> None:
+    import matplotlib.pyplot as plt
+
+    fig = figure(runs, baseline, tag, x, scale)
+    fig.savefig(out, dpi=100)
     plt.close(fig)
 
 
@@ -182,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default="val/ppl")
     p.add_argument("--x", choices=["step", "tokens"], default="step", help="x axis (tokens: train/tokens_seen)")
     p.add_argument("--out", default="curves.png", type=Path, help="PNG; the table goes to the same name .json")
+    p.add_argument("--y-scale", choices=["auto", "log", "linear"], default="auto",
+                   help="auto: log for perplexity tags (.../ppl), linear for the rest")
     a = p.parse_args(argv)
     taken = [str(x) for x in (a.out, a.out.with_suffix(".json")) if x.exists()]
     if taken:  # outputs are never overwritten
@@ -194,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--baseline {baseline!r} is not one of the --runs names: {', '.join(runs)}")
         rows = table(runs, baseline, a.tag)
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        plot(runs, baseline, a.tag, a.x, a.out)
+        plot(runs, baseline, a.tag, a.x, a.out, a.y_scale)
     except (FileNotFoundError, KeyError, ValueError) as e:
         msg = e.args[0] if isinstance(e, KeyError) else str(e)
         print(f"error: {msg}", file=sys.stderr)

@@ -2,9 +2,12 @@
 
 Per corpus: rows and tokens read, distinct ids, unigram entropy (bits), the most frequent ids, the gzip
 ratio of windows (``nca.automaton.complexity.gzip_ratio``, windows as long as the ``nca complexity`` probe, NCA
-delimiters removed, so the numbers compare with the bands) and, for NCA corpora, the delimiter fraction.
+delimiters removed, so the numbers compare with the bands), for NCA corpora the delimiter fraction, and the
+Zipf slope: the least-squares slope of log frequency against log rank over ranks ``ZIPF_RANKS`` (10 to 1000,
+clipped to the ids seen; the head and the long tail of singletons bend away from a power law). Natural text
+sits near -1; ``--zipf PNG`` draws the rank-frequency curves of all corpora on one log-log plot.
 
-    python -m analysis.token_stats data/nca-50plus data/text_cache/owt --max-rows 10000 --json stats.json
+    nca token-stats data/nca-50plus data/text_cache/owt --max-rows 10000 --json stats.json --zipf zipf.png
 """
 
 from __future__ import annotations
@@ -22,6 +25,28 @@ from nca.automaton.config import NCAConfig
 from nca.automaton.tokenize import PatchTokenizer
 
 _CHUNK = 1024  # rows counted per bincount
+ZIPF_RANKS = (10, 1000)  # ranks (1 = most frequent id) the Zipf slope is fitted over
+
+
+def rank_frequency(counts: np.ndarray) -> np.ndarray:
+    """Relative frequencies of the ids seen, most frequent first (rank r = index r - 1)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    seen = np.sort(counts[counts > 0])[::-1]
+    return seen / seen.sum() if len(seen) else seen
+
+
+def zipf_slope(freqs: np.ndarray, ranks: tuple[int, int] = ZIPF_RANKS) -> tuple[float | None, list[int]]:
+    """Least-squares slope of log10 frequency on log10 rank over ranks [lo, hi] (clipped to the ids seen);
+    None when fewer than 3 ranks fall in the range. Returns the slope and the ranks actually used."""
+    lo, hi = ranks
+    if not 1 <= lo < hi:
+        raise ValueError(f"Zipf rank range must be 1 <= lo < hi, got {ranks}")
+    hi = min(hi, len(freqs))
+    if hi - lo + 1 < 3:
+        return None, [lo, hi]
+    r = np.arange(lo, hi + 1)
+    slope = np.polyfit(np.log10(r), np.log10(freqs[lo - 1 : hi]), 1)[0]
+    return float(slope), [lo, int(hi)]
 
 
 def nca_tokenizer(metadata: dict) -> PatchTokenizer | None:
@@ -38,6 +63,12 @@ def nca_tokenizer(metadata: dict) -> PatchTokenizer | None:
 def corpus_stats(directory: str | Path, max_rows: int | None = None, seed: int = 0, top_k: int = 10,
                  windows: int = 256, window: int | None = None) -> dict:
     """Statistics of one corpus; with ``max_rows`` a seeded random sample of rows is read instead of all."""
+    return corpus_stats_and_counts(directory, max_rows, seed, top_k, windows, window)[0]
+
+
+def corpus_stats_and_counts(directory: str | Path, max_rows: int | None = None, seed: int = 0, top_k: int = 10,
+                            windows: int = 256, window: int | None = None) -> tuple[dict, np.ndarray]:
+    """``corpus_stats`` and the id counts behind it (for the rank-frequency plot)."""
     if max_rows is not None and max_rows < 1:
         raise ValueError(f"max_rows must be >= 1, got {max_rows}")
     if windows < 0 or top_k < 0:
@@ -87,7 +118,34 @@ def corpus_stats(directory: str | Path, max_rows: int | None = None, seed: int =
     }
     if tok is not None:
         stats["delimiter_frac"] = float(counts[tok.start_id : tok.end_id + 1].sum() / total)
-    return stats
+    stats["zipf_slope"], stats["zipf_ranks"] = zipf_slope(rank_frequency(counts))
+    return stats, counts
+
+
+def zipf_plot(corpora: list[tuple[str, str, np.ndarray]], out: Path) -> None:
+    """Rank-frequency curves of (label, kind, counts) on log-log axes, NCA solid and text dashed, each
+    labelled with its fitted slope; the fitted rank range is shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for label, kind, counts in corpora:
+        freqs = rank_frequency(counts)
+        slope, _ = zipf_slope(freqs)
+        fit = "no fit" if slope is None else f"slope {slope:.2f}"
+        ax.loglog(np.arange(1, len(freqs) + 1), freqs, ls="-" if kind == "nca" else "--", lw=1.4,
+                  label=f"{label} [{kind}] ({fit})")
+    ax.axvspan(*ZIPF_RANKS, color="k", alpha=0.06, lw=0, label=f"fit ranks {ZIPF_RANKS[0]}-{ZIPF_RANKS[1]}")
+    ax.set_xlabel("rank of token id (1 = most frequent)")
+    ax.set_ylabel("relative frequency")
+    ax.set_title("rank-frequency (Zipf) of token corpora")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
 
 
 def line(s: dict) -> str:
@@ -96,7 +154,7 @@ def line(s: dict) -> str:
     delim = "" if s["delimiter_frac"] is None else f" delimiters {s['delimiter_frac']:.2%}"
     return (f"{s['dir']} [{s['kind']}]: rows {s['rows']:,}/{s['corpus_rows']:,} tokens {s['tokens']:,} "
             f"distinct {s['distinct']:,}/{s['vocab_size']:,} entropy {s['entropy_bits']:.3f} bits "
-            f"gzip {gz}{delim} top {top}")
+            f"gzip {gz}{delim} zipf {'n/a' if s['zipf_slope'] is None else format(s['zipf_slope'], '.2f')} top {top}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,17 +167,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--windows", type=int, default=256, help="windows measured for the gzip ratio")
     p.add_argument("--window", type=int, default=None, help="ids per window (default: the nca complexity probe, 360)")
     p.add_argument("--json", type=Path, default=None, help="write all statistics here")
+    p.add_argument("--zipf", type=Path, default=None, help="PNG of the rank-frequency curves with fitted slopes")
     a = p.parse_args(argv)
-    if a.json is not None and a.json.exists():  # outputs are never overwritten
-        print(f"error: {a.json} already exists; choose another --json", file=sys.stderr)
-        return 2
+    for flag, path in (("--json", a.json), ("--zipf", a.zipf)):
+        if path is not None and path.exists():  # outputs are never overwritten
+            print(f"error: {path} already exists; choose another {flag}", file=sys.stderr)
+            return 2
     try:
-        stats = [corpus_stats(d, a.max_rows, a.seed, a.top_k, a.windows, a.window) for d in a.dirs]
+        results = [corpus_stats_and_counts(d, a.max_rows, a.seed, a.top_k, a.windows, a.window) for d in a.dirs]
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    stats = [s for s, _ in results]
     for s in stats:
         print(line(s))
+    if a.zipf:
+        a.zipf.parent.mkdir(parents=True, exist_ok=True)
+        zipf_plot([(Path(s["dir"]).name, s["kind"], c) for s, c in results], a.zipf)
+        print(f"wrote {a.zipf}")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(stats, indent=2))

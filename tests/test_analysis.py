@@ -219,3 +219,35 @@ def test_token_stats_cli(text_corpus, nca_corpus, tmp_path, capsys):
     assert json.loads(out.read_text()) == stats and "already exists" in capsys.readouterr().err
     assert token_stats.main([str(tmp_path / "nothing")]) == 2
     assert "manifest.json is missing" in capsys.readouterr().err
+
+
+# -- pictures: log-axis perplexity and the Zipf plot ------------------------------------------------
+def test_perplexity_is_drawn_on_a_log_axis(runs):
+    assert curves.y_scale("val/ppl") == "log" and curves.y_scale("val/loss") == "linear"
+    assert curves.y_scale("val/ppl", "linear") == "linear"
+    with pytest.raises(ValueError, match="auto, log or linear"):
+        curves.y_scale("val/ppl", "symlog")
+    fig = curves.figure({"scratch": runs / "scratch", "nca": runs / "nca"}, "scratch", "val/ppl")
+    assert fig.axes[0].get_yscale() == "log" and "log scale" in fig.axes[0].get_ylabel()
+    assert curves.figure({"s": runs / "scratch"}, "s", "train/loss").axes[0].get_yscale() == "linear"
+
+
+def test_zipf_slope_of_an_exact_power_law():
+    counts = np.round(1e9 / np.arange(1, 3001) ** 1.3)  # rank r has count ~ r^-1.3
+    np.random.default_rng(0).shuffle(counts)  # ids in any order: ranks come from the counts
+    freqs = token_stats.rank_frequency(np.concatenate([counts, np.zeros(5)]))
+    assert len(freqs) == 3000 and freqs.sum() == pytest.approx(1.0) and np.all(np.diff(freqs) <= 0)
+    slope, ranks = token_stats.zipf_slope(freqs)
+    assert slope == pytest.approx(-1.3, abs=1e-3) and ranks == [10, 1000]
+    assert token_stats.zipf_slope(freqs[:500])[1] == [10, 500]  # clipped to the ids seen
+    assert token_stats.zipf_slope(freqs[:11]) == (None, [10, 11])  # too few ranks to fit
+    with pytest.raises(ValueError, match="1 <= lo < hi"):
+        token_stats.zipf_slope(freqs, (0, 10))
+
+
+def test_token_stats_zipf_plot(text_corpus, nca_corpus, tmp_path, capsys):
+    out = tmp_path / "zipf.png"
+    assert token_stats.main([str(text_corpus), str(nca_corpus[0]), "--zipf", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "zipf n/a" in capsys.readouterr().out  # 5 ids: no fit
+    assert token_stats.main([str(text_corpus), "--zipf", str(out)]) == 2
+    assert "already exists; choose another --zipf" in capsys.readouterr().err
