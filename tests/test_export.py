@@ -1,0 +1,201 @@
+"""nca export: litgpt and Hugging Face directories load with their own loaders and compute what our GPT does."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+from litgpt.config import Config
+from litgpt.model import GPT
+from litgpt.tokenizer import Tokenizer
+
+from datamodules.tokenizers import _byte_decoder, load_tokenizer
+from lit_modules.causal_lm import CausalLM
+from lit_modules.checkpoint import load_model
+from lit_modules.export import export_checkpoint
+from nca.cli import main as nca_main
+
+# Merges of a tiny GPT-2-style byte-level BPE, each forming a token in exactly one way.
+MERGES = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a", "e r", "Ġ c", "e l", "Ġc el", "l l", "o r", "Ġ w", "Ġw or", "l d",
+          "Ġwor ld"]
+TEXT = "Hello the world: the cell in a cellar, 42 times!\nwell..."
+TINY = dict(block_size=32, n_layer=2, n_embd=32, n_head=4, n_query_groups=2, head_size=8, intermediate_size=48,
+            rope_base=500, norm_eps=1e-6)
+
+
+def write_bpe_files(directory) -> int:
+    """encoder.json + vocab.bpe of a 272-id byte-level BPE (256 bytes, the merges, <|endoftext|>)."""
+    byte_to_char = {b: c for c, b in _byte_decoder().items()}
+    vocab = {byte_to_char[b]: i for i, b in enumerate(sorted(byte_to_char, key=lambda b: ord(byte_to_char[b])))}
+    for pair in MERGES:
+        vocab["".join(pair.split())] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "encoder.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (directory / "vocab.bpe").write_text("#version: 0.2\n" + "\n".join(MERGES) + "\n", encoding="utf-8")
+    return len(vocab)
+
+
+class TinyText(L.LightningDataModule):
+    """Random token rows; records its tokenizer like TextDataModule, so the checkpoint names it."""
+
+    def __init__(self, tokenizer: str, vocab_size: int):
+        super().__init__()
+        self.save_hyperparameters()
+        self.vocab_size = vocab_size
+
+    def train_dataloader(self):
+        rows = torch.randint(0, self.vocab_size, (4, 17), generator=torch.Generator().manual_seed(0))
+        return torch.utils.data.DataLoader([{"input_ids": r[:-1], "labels": r[1:]} for r in rows], batch_size=2)
+
+
+def make_lightning_ckpt(tmp_path, tokenizer: str | None = None):
+    """A real Lightning checkpoint of CausalLM after one step, every tensor (norms included) randomised."""
+    tok_dir = tmp_path / "bpe"
+    vocab = write_bpe_files(tok_dir)
+    torch.manual_seed(0)
+    module = CausalLM(config=TINY, vocab_size=vocab, warmup_steps=1)
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=TinyText(tokenizer or str(tok_dir), vocab))
+    with torch.no_grad():
+        for p in module.model.parameters():
+            p.copy_(torch.randn_like(p) * 0.5 + (1.0 if p.ndim == 1 else 0.0))
+    path = tmp_path / "stage2.ckpt"
+    trainer.save_checkpoint(path)
+    return path, tok_dir
+
+
+def make_sharded_dir(ckpt, directory):
+    """Lightning FSDPStrategy's sharded layout from a full checkpoint: DCP of {"model": ...} + meta.pt."""
+    raw = torch.load(ckpt, weights_only=False)
+    dcp.save({"model": raw.pop("state_dict")}, checkpoint_id=directory, no_dist=True)
+    raw.pop("optimizer_states", None)
+    torch.save(raw, directory / "meta.pt")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def lightning_ckpt(tmp_path_factory):
+    """One tiny fit for the whole file (tests only read the checkpoint)."""
+    return make_lightning_ckpt(tmp_path_factory.mktemp("trained"))
+
+
+def reference_logits(ckpt, ids):
+    with torch.no_grad():
+        return load_model(ckpt).model(ids)
+
+
+def sample_ids(vocab: int = 272) -> torch.Tensor:
+    return torch.randint(0, vocab, (2, 12), generator=torch.Generator().manual_seed(1))
+
+
+def test_litgpt_export_loads_with_litgpts_own_loader_and_generates(lightning_ckpt, tmp_path):
+    ckpt, tok_dir = lightning_ckpt
+    out = tmp_path / "lit"
+    result = export_checkpoint(ckpt, out, "litgpt")
+    assert {"lit_model.pth", "model_config.yaml", "tokenizer.json", "tokenizer_config.json"} <= set(result.files)
+    assert result.warnings == []
+
+    model = GPT(Config.from_file(out / "model_config.yaml"))
+    model.load_state_dict(torch.load(out / "lit_model.pth", weights_only=True))
+    model.eval()
+    ids = sample_ids()
+    assert torch.allclose(model(ids), reference_logits(ckpt, ids), atol=1e-6)
+
+    tokenizer = Tokenizer(out)
+    assert tokenizer.encode(TEXT).tolist() == load_tokenizer(tok_dir).encode(TEXT)
+    assert tokenizer.eos_id == 271 and tokenizer.decode(tokenizer.encode(TEXT)) == TEXT
+
+    from litgpt.generate.base import generate
+
+    model.set_kv_cache(batch_size=1)
+    prompt = tokenizer.encode("the cell")
+    generated = generate(model, prompt, max_returned_tokens=len(prompt) + 5, temperature=0.0)
+    assert generated[: len(prompt)].tolist() == prompt.tolist() and len(generated) > len(prompt)
+
+
+def test_hf_export_logits_equal_ours(lightning_ckpt, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ckpt, tok_dir = lightning_ckpt
+    out = tmp_path / "hf"
+    export_checkpoint(ckpt, out, "hf")
+    hf = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert hf.config.num_key_value_heads == 2 and hf.config.vocab_size == 320  # GQA and padded rows survive
+    ids = sample_ids()
+    with torch.no_grad():
+        theirs = hf(ids).logits
+    ours = reference_logits(ckpt, ids)
+    assert theirs.shape == ours.shape and ours.abs().max() > 1.0  # logits far from zero: a wrong map would show
+    torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=1e-4)
+
+    hf_tok = AutoTokenizer.from_pretrained(out)
+    assert hf_tok(TEXT, add_special_tokens=True)["input_ids"] == load_tokenizer(tok_dir).encode(TEXT)
+    assert hf_tok.eos_token_id == 271
+
+
+def test_sharded_fsdp_checkpoint_exports_the_same_weights(lightning_ckpt, tmp_path):
+    ckpt, _ = lightning_ckpt
+    sharded = make_sharded_dir(ckpt, tmp_path / "epoch=0-step=1.ckpt")
+    export_checkpoint(sharded, tmp_path / "from_sharded", "litgpt")
+    export_checkpoint(ckpt, tmp_path / "from_full", "litgpt")
+    a = torch.load(tmp_path / "from_sharded" / "lit_model.pth", weights_only=True)
+    b = torch.load(tmp_path / "from_full" / "lit_model.pth", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "from_sharded" / "tokenizer.json").is_file()  # the tokenizer came through meta.pt
+
+
+def test_bfloat16_export_and_litgpt_directory_round_trip(lightning_ckpt, tmp_path):
+    ckpt, _ = lightning_ckpt
+    export_checkpoint(ckpt, tmp_path / "lit", "litgpt", dtype="bfloat16")
+    state = torch.load(tmp_path / "lit" / "lit_model.pth", weights_only=True)
+    assert all(v.dtype == torch.bfloat16 for v in state.values())
+    again = export_checkpoint(tmp_path / "lit", tmp_path / "again", "litgpt")  # tokenizer found beside it
+    assert "tokenizer.json" in again.files and again.warnings == []
+
+
+def test_tiktoken_name_without_local_files_writes_weights_with_a_warning(tmp_path):
+    ckpt, _ = make_lightning_ckpt(tmp_path, tokenizer="gpt2")
+    with pytest.warns(UserWarning, match="tiktoken name"):
+        result = export_checkpoint(ckpt, tmp_path / "lit", "litgpt")
+    assert set(result.files) == {"lit_model.pth", "model_config.yaml"}
+
+
+def test_refuses_existing_output_and_missing_checkpoint_before_work(lightning_ckpt, tmp_path, capsys):
+    ckpt, _ = lightning_ckpt
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("user data")
+    with pytest.raises(FileExistsError, match="not empty"):
+        export_checkpoint(ckpt, taken, "hf")
+    assert [p.name for p in taken.iterdir()] == ["keep.txt"]
+    assert nca_main(["export", "--ckpt", str(tmp_path / "nope.ckpt"), "--out", str(tmp_path / "x")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_cli_exports_into_an_empty_directory_and_leaves_no_staging(lightning_ckpt, tmp_path, capsys):
+    ckpt, tok_dir = lightning_ckpt
+    out = tmp_path / "empty"
+    out.mkdir()
+    assert nca_main(["export", "--ckpt", str(ckpt), "--out", str(out), "--format", "hf",
+                     "--tokenizer", str(tok_dir)]) == 0
+    assert "model.safetensors" in capsys.readouterr().out
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_wrong_tokenizer_for_the_vocabulary_is_refused(lightning_ckpt, tmp_path):
+    ckpt, _ = lightning_ckpt
+    big = tmp_path / "big"
+    big.mkdir()
+    vocab = {chr(0x100 + i): i for i in range(400)}
+    vocab["<|endoftext|>"] = 400
+    (big / "encoder.json").write_text(json.dumps(vocab))
+    (big / "vocab.bpe").write_text("#version: 0.2\n")
+    with pytest.raises(ValueError, match="embedding rows"):
+        export_checkpoint(ckpt, tmp_path / "out", "litgpt", tokenizer=str(big))
+    assert not (tmp_path / "out").exists()
