@@ -17,15 +17,15 @@ get disjoint batches, and a resumed run continues from the batches already consu
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
+from datamodules.base import TokenDataModule
 from datamodules.shards import IGNORE_INDEX, row_to_sample
-from datamodules.streaming import BatchSource, NumberedBatches, PositionedLoader, ResumableStreamMixin
+from datamodules.streaming import BatchSource
 
-TRAIN_DOMAIN, VAL_DOMAIN = 0, 1  # separate seed domains: validation never repeats training samples
+DOMAINS = {"train": 0, "val": 1, "test": 2}  # separate seed domains: no split repeats another's samples
+TRAIN_DOMAIN = DOMAINS["train"]
 
 
 def dyck_row(rng: np.random.Generator, length: int, k: int = 64, max_depth: int = 16, p_open: float = 0.5) -> np.ndarray:
@@ -89,37 +89,38 @@ class DyckSource(BatchSource):
         return out
 
 
-class DyckDataModule(ResumableStreamMixin, L.LightningDataModule):
+class DyckDataModule(TokenDataModule):
     """Streams k-Dyck rows in the batch contract; the stream position is saved in checkpoints.
 
     Args:
         seq_len: tokens per sample (rows hold ``seq_len + 1``).
-        k: bracket types (paper: 64). max_depth: maximum nesting depth (paper: 16). p_open: paper 0.5.
-        val_batches: size of the fixed validation set, in batches (drawn from a separate seed domain).
+        batch_size: rows per batch and device.
+        num_workers: DataLoader worker processes.
+        k: bracket types (paper: 64).
+        max_depth: maximum nesting depth (paper: 16).
+        p_open: probability of opening a bracket where both moves are allowed (paper: 0.5).
+        seed: the stream's seed.
+        val_batches, test_batches: sizes of the fixed validation and test sets, in batches (each drawn from a
+            seed domain of its own, so no split repeats another's samples).
     """
 
     def __init__(self, seq_len: int = 1024, batch_size: int = 32, num_workers: int = 2, k: int = 64,
-                 max_depth: int = 16, p_open: float = 0.5, seed: int = 0, val_batches: int = 16):
-        super().__init__()
+                 max_depth: int = 16, p_open: float = 0.5, seed: int = 0, val_batches: int = 16,
+                 test_batches: int = 16):
+        super().__init__(batch_size, num_workers)
         self.save_hyperparameters()
-        if seq_len < 2 or batch_size < 1 or num_workers < 0 or val_batches < 0:
-            raise ValueError("need seq_len >= 2, batch_size >= 1, num_workers >= 0 and val_batches >= 0")
+        if seq_len < 2 or val_batches < 1 or test_batches < 1:
+            raise ValueError(f"data needs seq_len >= 2, val_batches >= 1 and test_batches >= 1, got "
+                             f"{seq_len}, {val_batches}, {test_batches}")
         if k < 1 or max_depth < 1 or not 0.0 < p_open < 1.0:
-            raise ValueError(f"need k >= 1, max_depth >= 1 and 0 < p_open < 1, got {k}, {max_depth}, {p_open}")
-        self.seq_len, self.batch_size, self.num_workers = seq_len, batch_size, num_workers
-        self.k, self.max_depth, self.p_open, self.seed, self.val_batches = k, max_depth, p_open, seed, val_batches
+            raise ValueError(f"data needs k >= 1, max_depth >= 1 and 0 < p_open < 1, got {k}, {max_depth}, {p_open}")
+        self.seq_len, self.k, self.max_depth, self.p_open, self.seed = seq_len, k, max_depth, p_open, seed
+        self.eval_sizes = {"val": val_batches, "test": test_batches}
         self.vocab_size: int = 2 * k + 1
         self.bos_id: int = 2 * k
 
-    def source(self, domain: int) -> DyckSource:
-        return DyckSource(self.seq_len, self.batch_size, self.k, self.max_depth, self.p_open, self.seed, domain)
+    def source(self, split: str) -> DyckSource:
+        return DyckSource(self.seq_len, self.batch_size, self.k, self.max_depth, self.p_open, self.seed, DOMAINS[split])
 
-    def train_dataloader(self) -> DataLoader:
-        rank, world = self.rank_and_world()
-        return PositionedLoader(NumberedBatches(self.source(TRAIN_DOMAIN), rank, world),
-                                position=self.train_position, num_workers=self.num_workers)
-
-    def val_dataloader(self) -> DataLoader:
-        rank, world = self.rank_and_world()
-        batches = NumberedBatches(self.source(VAL_DOMAIN), rank, world, limit=self.val_batches)
-        return PositionedLoader(batches, num_workers=min(self.num_workers, max(1, self.val_batches)))
+    def eval_batches(self, split: str, world_size: int) -> int:
+        return self.eval_sizes[split]

@@ -7,14 +7,13 @@ and a resumed run continues where it stopped.
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader
 
+from datamodules.base import TokenDataModule
 from datamodules.shards import TokenShards, row_to_sample
-from datamodules.streaming import BatchSource, NumberedBatches, PositionedLoader, ResumableStreamMixin, ShardRows
-from nca.automaton.complexity import Band
+from datamodules.streaming import BatchSource, ShardRows
+from nca.automaton.complexity import PAPER_BAND, Band
 from nca.automaton.config import NCAConfig
 from nca.automaton.pool import RulePool
 from nca.automaton.stream import NCAStream
@@ -32,56 +31,64 @@ class StreamSource(BatchSource):
         return [row_to_sample(chunk, self.mask_first) for chunk in rows.split(b)]
 
 
-class NCADataModule(ResumableStreamMixin, L.LightningDataModule):
+class NCADataModule(TokenDataModule):
     """NCA token batches ``{"input_ids", "labels"}``: labels already shifted, first frame masked (-100).
 
-    ``train_rules=None`` draws a fresh band-filtered rule for every sequence; an int draws that
-    many rules once (the paper: 16,000) and samples fresh trajectories of them each epoch.
-    Validation always uses held-out rules (odd rule ids; training uses even ones).
+    Args:
+        nca: the automaton (``NCAConfig``; defaults: the paper). In YAML ``data.init_args.nca.temperature``.
+        seq_len: tokens per sequence (paper: 1024 = 26 whole frames and a partial 27th).
+        batch_size: sequences per batch and device.
+        band: gzip-ratio band of the rules, e.g. [0.5, 1.0], "30-40", "50+"; null keeps every rule.
+        train_rules: None draws a fresh band-filtered rule for every sequence; an int draws that many rules
+            once (the reference's 16,000) and samples fresh trajectories of them each epoch.
+        val_rules, test_rules: sizes of the held-out rule pools (None: a fresh held-out rule per sequence).
+            Train, validation and test rule ids are disjoint by construction (even, 1 mod 4, 3 mod 4).
+        val_sequences, test_sequences: sequences in the validation / test sets.
+        seed: the stream's seed (a sequence is a pure function of seed, split and index).
+        num_workers: DataLoader worker processes generating the stream.
+        corpus: a directory written by ``nca generate`` to read training rows from instead of generating.
+        generate_group: sequences one worker generates together.
+        device: where rollouts run; "cuda" generates in the training process (needs num_workers 0).
     """
 
     def __init__(
         self,
+        nca: NCAConfig = NCAConfig(),
         seq_len: int = 1024,
         batch_size: int = 32,
-        band: list[float] | str | None = (0.5, 1.0),
-        n_states: int = 10,
-        grid: int = 12,
-        patch: int = 2,
-        hidden: tuple[int, int] = (4, 16),
-        temperature: float = 1e-4,
-        identity_bias: float = 0.0,
-        burn_in: int = 10,
+        band: list[float] | str | None = PAPER_BAND,
         train_rules: int | None = None,
         val_rules: int | None = 2000,
+        test_rules: int | None = 2000,
         val_sequences: int = 256,
+        test_sequences: int = 256,
         seed: int = 0,
         num_workers: int = 0,
         corpus: str | None = None,
         generate_group: int = 512,
         device: str = "cpu",
     ):
-        super().__init__()
-        self.cfg = NCAConfig(n_states=n_states, grid=grid, patch=patch, hidden=tuple(hidden),
-                             temperature=temperature, identity_bias=identity_bias, burn_in=burn_in)
+        super().__init__(batch_size, num_workers)
+        self.save_hyperparameters(ignore=["nca"])
+        self.hparams["nca"] = nca.to_dict()  # plain data: checkpoints stay loadable with weights_only
+        self.cfg = nca
         self.band = Band.parse(band)
         self.tokenizer = PatchTokenizer.from_config(self.cfg)
         if seq_len < self.tokenizer.frame_len:
-            raise ValueError(f"seq_len ({seq_len}) must hold at least one frame ({self.tokenizer.frame_len} tokens)")
-        self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
-        self.train_rules, self.val_rules, self.val_sequences = train_rules, val_rules, val_sequences
+            raise ValueError(f"data seq_len ({seq_len}) must hold at least one frame ({self.tokenizer.frame_len} tokens)")
+        self.seq_len, self.seed = seq_len, seed
+        self.pool_sizes = {"train": train_rules, "val": val_rules, "test": test_rules}
+        self.eval_sequences = {"val": val_sequences, "test": test_sequences}
         if torch.device(device).type != "cpu" and num_workers > 0:
             raise ValueError(
                 f"device={device!r} generates on the accelerator in the training process, which DataLoader worker "
                 "processes cannot share: set num_workers: 0 (or device: cpu to generate in workers)"
             )
-        self.num_workers, self.device, self.corpus = num_workers, device, corpus
+        self.device, self.corpus = device, corpus
         self.generate_group = max(1, generate_group // batch_size)
-        self._train_source: BatchSource | None = None
-        self._val_source: BatchSource | None = None
+        self._sources: dict[str, BatchSource] = {}
         if corpus is not None:  # fail before any long work if the corpus does not fit this config
-            shards = TokenShards(corpus)
-            m = shards.manifest
+            m = TokenShards(corpus).manifest
             if m.row_len != seq_len + 1 or m.vocab_size != self.vocab_size:
                 raise ValueError(
                     f"corpus {corpus} has rows of {m.row_len} ids over {m.vocab_size} tokens, but this config needs "
@@ -92,35 +99,20 @@ class NCADataModule(ResumableStreamMixin, L.LightningDataModule):
     def vocab_size(self) -> int:
         return self.tokenizer.vocab_size
 
-    def _stream(self, split: str, pool_size: int | None) -> NCAStream:
+    def stream(self, split: str) -> NCAStream:
         pool = None
-        if pool_size:
-            pool = RulePool(pool_size, self.cfg, self.band, seed=self.seed, split=split, device=self.device)
+        if self.pool_sizes[split]:
+            pool = RulePool(self.pool_sizes[split], self.cfg, self.band, seed=self.seed, split=split, device=self.device)
             rank_zero_info(f"NCA {split} rule pool: {pool.stats()}")
         return NCAStream(self.cfg, self.seq_len, self.band, seed=self.seed, split=split, pool=pool, device=self.device)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self._train_source is None and stage in (None, "fit"):
-            if self.corpus is not None:
-                self._train_source = ShardRows(self.corpus, self.batch_size, self.seed)
+    def source(self, split: str) -> BatchSource:
+        if split not in self._sources:  # pools are drawn once per split, when first needed
+            if split == "train" and self.corpus is not None:
+                self._sources[split] = ShardRows(self.corpus, self.batch_size, self.seed)
             else:
-                stream = self._stream("train", self.train_rules)
-                self._train_source = StreamSource(stream, self.batch_size, self.tokenizer.mask_first)
-        if self._val_source is None:
-            self._val_source = StreamSource(self._stream("val", self.val_rules), self.batch_size, self.tokenizer.mask_first)
+                self._sources[split] = StreamSource(self.stream(split), self.batch_size, self.tokenizer.mask_first)
+        return self._sources[split]
 
-    def _loader(self, dataset: NumberedBatches, position=None) -> DataLoader:
-        return PositionedLoader(dataset, position, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
-
-    def train_dataloader(self) -> DataLoader:
-        rank, world = self.rank_and_world()
-        ds = NumberedBatches(self._train_source, rank, world, group=self.generate_group)
-        return self._loader(ds, position=self.train_position)
-
-    def val_dataloader(self) -> DataLoader:
-        rank, world = self.rank_and_world()
-        batches = max(1, self.val_sequences // (self.batch_size * world))
-        return self._loader(NumberedBatches(self._val_source, rank, world, limit=batches, group=self.generate_group))
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+    def eval_batches(self, split: str, world_size: int) -> int:
+        return max(1, self.eval_sequences[split] // (self.batch_size * world_size))

@@ -8,6 +8,7 @@ already-shifted ``labels`` ([B, T] each), -100 where no loss is taken.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from contextlib import nullcontext
 from functools import partial
@@ -234,7 +235,7 @@ class CausalLM(L.LightningModule):
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None:  # how the data was made, so sampling/evaluation can rebuild its tokenizer
             checkpoint["data"] = {"class_path": f"{type(dm).__module__}.{type(dm).__qualname__}",
-                                  "init_args": dict(getattr(dm, "hparams", {}))}
+                                  "init_args": plain(dict(getattr(dm, "hparams", {})))}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._tokens_seen = torch.tensor(checkpoint.get("tokens_seen", 0), dtype=torch.int64)
@@ -330,6 +331,17 @@ class CausalLM(L.LightningModule):
         schedule = partial(lr_factor, warmup=warmup, total=total, min_ratio=hp.min_lr / hp.lr if hp.lr else 0.0)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def plain(value: Any) -> Any:
+    """Dataclasses, tuples and paths as plain data, so a checkpoint loads with ``weights_only``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return plain(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
 
 
 def measure_model_flops(config: Config, batch: int, seq_len: int, training: bool = True) -> int:

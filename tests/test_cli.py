@@ -207,7 +207,7 @@ def test_init_from_loads_blocks_on_fresh_fit_only(tmp_path):
 
 def nca_config(tmp_path: Path, steps: int) -> list[str]:
     data = {"class_path": "datamodules.nca.NCADataModule", "init_args": {
-        "seq_len": 64, "batch_size": 8, "band": None, "n_states": 3, "grid": 4, "patch": 2,
+        "seq_len": 64, "batch_size": 8, "band": None, "nca": {"n_states": 3, "grid": 4, "patch": 2},
         "train_rules": None, "val_rules": 8, "val_sequences": 8, "seed": 0, "num_workers": 0}}
     cfg = toy_config(tmp_path, data=data, trainer={"max_steps": steps, "val_check_interval": steps,
                                                    "check_val_every_n_epoch": None},

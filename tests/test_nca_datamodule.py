@@ -4,9 +4,10 @@ import torch
 
 from datamodules.nca import NCADataModule
 from datamodules.shards import ShardWriter
+from nca.automaton.config import NCAConfig
 
-TINY = dict(seq_len=48, batch_size=4, band=(0.3, 1.0), n_states=4, grid=6, patch=2, val_rules=None,
-            val_sequences=8, generate_group=8)
+TINY = dict(seq_len=48, batch_size=4, band=(0.3, 1.0), nca=NCAConfig(n_states=4, grid=6, patch=2), val_rules=None,
+            test_rules=None, val_sequences=8, test_sequences=8, generate_group=8)
 
 
 def take(loader, n):
@@ -39,11 +40,11 @@ def test_stream_does_not_depend_on_worker_count():
 
 
 def test_ranks_get_disjoint_slices_of_one_stream():
-    from datamodules.nca import NumberedBatches
+    from datamodules.streaming import NumberedBatches
 
     dm = NCADataModule(**TINY)
     dm.setup("fit")
-    src = dm._train_source
+    src = dm.source("train")
     single = [b["input_ids"] for b in NumberedBatches(src, rank=0, world_size=1, limit=4)]
     r0 = [b["input_ids"] for b in NumberedBatches(src, rank=0, world_size=2, limit=2)]
     r1 = [b["input_ids"] for b in NumberedBatches(src, rank=1, world_size=2, limit=2)]
@@ -61,17 +62,25 @@ def test_resume_position_continues_the_stream():
     assert torch.equal(nxt[0]["input_ids"], full[3]["input_ids"]) and torch.equal(nxt[1]["input_ids"], full[4]["input_ids"])
 
 
-def test_rule_pool_mode_and_disjoint_validation_rules():
-    dm = NCADataModule(**{**TINY, "train_rules": 6, "val_rules": 3})
-    dm.setup("fit")
-    train_ids = set(dm._train_source.stream.pool.ids.tolist())
-    val_ids = set(dm._val_source.stream.pool.ids.tolist())
-    assert len(train_ids) == 6 and len(val_ids) == 3 and not train_ids & val_ids
+def test_rule_pool_mode_and_disjoint_validation_and_test_rules():
+    dm = NCADataModule(**{**TINY, "train_rules": 6, "val_rules": 3, "test_rules": 4})
+    ids = {split: set(dm.source(split).stream.pool.ids.tolist()) for split in ("train", "val", "test")}
+    assert [len(ids[s]) for s in ("train", "val", "test")] == [6, 3, 4]
+    assert not ids["train"] & ids["val"] and not ids["train"] & ids["test"] and not ids["val"] & ids["test"]
+
+
+def test_fresh_rule_mode_keeps_the_three_splits_apart():
+    dm = NCADataModule(**TINY)
+    rules = {split: dm.source(split).stream.batch(torch.arange(16)).rule_ids for split in ("train", "val", "test")}
+    assert (rules["train"] % 2 == 0).all() and (rules["val"] % 4 == 1).all() and (rules["test"] % 4 == 3).all()
+    test = list(dm.test_dataloader())
+    assert len(test) == 2 and test[0]["input_ids"].shape == (4, 48)
+    assert not torch.equal(test[0]["input_ids"], next(iter(dm.val_dataloader()))["input_ids"])
 
 
 def test_reads_a_written_corpus_and_rejects_a_mismatched_one(tmp_path):
     dm = NCADataModule(**TINY)
-    rows = dm._stream("train", None).rows(torch.arange(12))
+    rows = dm.stream("train").rows(torch.arange(12))
     with ShardWriter(tmp_path / "c", row_len=49, vocab_size=dm.vocab_size, mask_first=dm.tokenizer.mask_first) as w:
         w.write(rows)
     from_disk = NCADataModule(**TINY, corpus=str(tmp_path / "c"))

@@ -13,11 +13,12 @@ from datamodules.nca import NCADataModule
 from datamodules.shards import ShardWriter
 from datamodules.streaming import ShardRows
 from datamodules.text import TextDataModule
+from nca.automaton.config import NCAConfig
 from tests.test_text import documents, tok_dir, write_jsonl  # noqa: F401 (tok_dir is a fixture)
 
 MAKERS = {
     "dyck": lambda: DyckDataModule(seq_len=8, batch_size=2, num_workers=0, seed=3),
-    "nca": lambda: NCADataModule(seq_len=24, batch_size=2, n_states=3, grid=4, patch=2, band=None,
+    "nca": lambda: NCADataModule(seq_len=24, batch_size=2, nca=NCAConfig(n_states=3, grid=4, patch=2), band=None,
                                  val_rules=None, val_sequences=2, generate_group=2, seed=3),
 }
 

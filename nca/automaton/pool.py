@@ -1,7 +1,7 @@
 """A fixed pool of accepted rules (the paper's 16,000 train / 2,000 validation rules).
 
-Candidate c of a split has rule id ``2 * c + split``: train ids are even and validation ids odd,
-so the two pools are disjoint by construction. Candidates are scanned in order and filtered in
+Candidate c of a split has rule id ``modulus * c + residue`` (``SPLITS``): train ids are even, validation
+ids 1 mod 4 and test ids 3 mod 4, so the pools are disjoint by construction. Candidates are scanned in order and filtered in
 batches; acceptance is a pure function of the id, so the pool does not depend on the batch size.
 """
 
@@ -13,13 +13,28 @@ import torch
 from nca.automaton.complexity import Band, BandUnreachable, check_reachable, rule_ratios
 from nca.automaton.config import NCAConfig
 
-SPLITS = {"train": 0, "val": 1}
+# Rule ids of a split as (modulus, residue): train ids are even, validation ids 1 mod 4, test ids 3 mod 4,
+# so the three splits never share a rule, by construction.
+SPLITS = {"train": (2, 0), "val": (4, 1), "test": (4, 3)}
 
 
-def split_bit(split: str) -> int:
+def split_code(split: str) -> int:
+    """The split's residue; it also keys the split's random streams."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
-    return SPLITS[split]
+    return SPLITS[split][1]
+
+
+def to_split(values: torch.Tensor, split: str) -> torch.Tensor:
+    """Map arbitrary int64 values (hashes) onto rule ids of ``split``."""
+    modulus, residue = SPLITS[split]
+    return (values & ~(modulus - 1)) | residue
+
+
+def candidate_ids(start: int, count: int, split: str, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Candidates ``start .. start + count - 1`` of a split's fixed scan order."""
+    modulus, residue = SPLITS[split]
+    return torch.arange(start, start + count, dtype=torch.int64, device=device) * modulus + residue
 
 
 class RulePool:
@@ -37,7 +52,7 @@ class RulePool:
         if size < 1:
             raise ValueError(f"a rule pool needs size >= 1, got {size}")
         self.cfg, self.band, self.seed, self.split = cfg, Band.parse(band), seed, split
-        bit = split_bit(split)
+        split_code(split)  # validate before any work
         max_candidates = max_candidates or max(200 * size, 100_000)
         ids, kept_ratios, seen = [], [], []
         tried = accepted = 0
@@ -47,7 +62,7 @@ class RulePool:
                     f"only {accepted} of {size} rules in band {self.band} after {tried} candidates "
                     f"(acceptance {accepted / tried:.2e}); raise max_candidates or widen the band"
                 )
-            cand = torch.arange(tried, tried + batch, dtype=torch.int64, device=device) * 2 + bit
+            cand = candidate_ids(tried, batch, split, device)
             if self.band is None:
                 ratios = np.full(batch, np.nan)
                 keep = np.ones(batch, dtype=bool)

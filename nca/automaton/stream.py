@@ -15,7 +15,7 @@ import torch
 
 from nca.automaton.complexity import PAPER_BAND, Band, BandUnreachable, check_reachable, rule_ratios
 from nca.automaton.config import NCAConfig
-from nca.automaton.pool import RulePool, split_bit
+from nca.automaton.pool import RulePool, split_code, to_split
 from nca.automaton.rng import Domain, hash_keys
 from nca.automaton.rules import sample_rules
 from nca.automaton.simulate import Simulator
@@ -45,7 +45,7 @@ class NCAStream:
     ):
         self.cfg, self.seq_len, self.seed, self.split = cfg, int(seq_len), int(seed), split
         self.band = Band.parse(band)
-        self.bit = split_bit(split)
+        self.code = split_code(split)
         self.pool = pool
         if pool is not None and pool.split != split:
             raise ValueError(f"a {pool.split!r} rule pool cannot feed the {split!r} stream")
@@ -64,7 +64,7 @@ class NCAStream:
         """The first accepted candidate j = 0, 1, ... of each sequence (independent of batching)."""
         n = len(index)
         if self.band is None:
-            ids = (hash_keys(self.seed, Domain.FRESH_RULE, self.bit, index, 0) & ~1) | self.bit
+            ids = to_split(hash_keys(self.seed, Domain.FRESH_RULE, self.code, index, 0), self.split)
             return ids, np.full(n, np.nan), n
         rule = torch.zeros(n, dtype=torch.int64, device=index.device)
         ratio = np.full(n, np.nan)
@@ -75,7 +75,7 @@ class NCAStream:
                 raise BandUnreachable(f"{len(pending)} sequences found no rule in band {self.band} after {start} attempts each")
             width = 1 if len(pending) >= 32 else 4  # a few attempts at once only for the last stragglers
             j = torch.arange(start, start + width, device=index.device)
-            cand = (hash_keys(self.seed, Domain.FRESH_RULE, self.bit, index[pending][:, None], j[None, :]) & ~1) | self.bit
+            cand = to_split(hash_keys(self.seed, Domain.FRESH_RULE, self.code, index[pending][:, None], j[None, :]), self.split)
             r = rule_ratios(cand.reshape(-1), self.cfg, self.seed).reshape(len(pending), width)
             ok = self.band.contains(r)
             tried += r.size
@@ -98,7 +98,7 @@ class NCAStream:
         slot = torch.empty_like(index)
         for e in epoch.unique().tolist():
             if self._perm is None or self._perm[0] != e:
-                g = torch.Generator().manual_seed(int(hash_keys(self.seed, Domain.POOL_PERMUTATION, self.bit, e)) & (2**63 - 1))
+                g = torch.Generator().manual_seed(int(hash_keys(self.seed, Domain.POOL_PERMUTATION, self.code, e)) & (2**63 - 1))
                 self._perm = (e, torch.randperm(size, generator=g))
             sel = epoch == e
             slot[sel] = self._perm[1].to(index.device)[pos[sel]]
@@ -111,7 +111,7 @@ class NCAStream:
             raise ValueError("sequence indices must be >= 0")
         if self.pool is None:
             rule_ids, ratios, tried = self._fresh_rules(index)
-            traj = hash_keys(self.seed, Domain.FRESH_TRAJECTORY, self.bit, index)
+            traj = hash_keys(self.seed, Domain.FRESH_TRAJECTORY, self.code, index)
         else:
             rule_ids, slot = self._pool_rules(index)
             ratios, tried = self.pool.ratios[slot.cpu().numpy()], 0
