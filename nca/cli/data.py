@@ -118,12 +118,14 @@ def preview(argv: list[str]) -> int:
     return run(render_previews, argv, "nca preview")
 
 
-def render_previews(out: str, bands: list[str] = PAPER_BANDS, rules: int = 4, frames: int = 16, scale: int = 8,
-                    nca: NCAConfig = NCAConfig(), seed: int = 0, device: str = "cpu") -> int:
-    """Render trajectories of a few rules per complexity band to PNG strips and GIFs.
+def render_previews(out: Optional[str] = None, bands: list[str] = PAPER_BANDS, rules: int = 4, frames: int = 16,
+                    scale: int = 8, nca: NCAConfig = NCAConfig(), seed: int = 0, device: str = "cpu",
+                    html: Optional[str] = None) -> int:
+    """Render trajectories of a few rules per complexity band: labelled PNG strips and GIFs, an overview of
+    all bands, and (with --html) one self-contained interactive page.
 
     Args:
-        out: output directory (existing pictures in it are never overwritten).
+        out: directory for band_*.png/.gif and overview.png (existing pictures in it are never overwritten).
         bands: gzip bands, e.g. 20-30 30-40 40-50 50+.
         rules: rules per band.
         frames: frames per rule.
@@ -131,26 +133,39 @@ def render_previews(out: str, bands: list[str] = PAPER_BANDS, rules: int = 4, fr
         nca: the automaton (defaults: the paper).
         seed: which rules and trajectories.
         device: where rollouts run.
+        html: directory for viewer.html: the same rollouts playing in a browser, offline.
     """
-    from nca.automaton.pool import RulePool
-    from nca.automaton.render import save_gif, strip
-    from nca.automaton.rng import Domain, hash_keys
-    from nca.automaton.rules import sample_rules
-    from nca.automaton.simulate import Simulator
+    from analysis.viewer import PAGE_NAME, band_rollouts, render_page, viewer_data
+    from nca.automaton.render import labelled_strip, save_gif, stack
 
-    cfg, texts, out = nca, bands, Path(out)
-    bands = [Band.parse(b) for b in texts]  # parse all before any work
+    if out is None and html is None:
+        raise UsageError("nothing to write: give --out DIR (PNG strips, GIFs, overview) and/or --html DIR (viewer page)")
+    cfg, texts = nca, bands
+    for b in texts:  # parse all before any work
+        Band.parse(b)
     names = ["band_" + t.replace("+", "plus").replace("%", "").replace(".", "p") for t in texts]
-    _refuse_existing([out / f"{n}{ext}" for n in names for ext in (".png", ".gif")])
-    out.mkdir(parents=True, exist_ok=True)
-    for text, band, name in zip(texts, bands, names):
-        pool = RulePool(rules, cfg, band, seed=seed, split="train", batch=256, device=device)
-        keys = hash_keys(seed, Domain.PREVIEW, pool.ids)
-        traj = Simulator(sample_rules(pool.ids, cfg, seed), cfg).rollout(keys, frames)
-        strip(traj, cfg.n_states, scale).save(out / f"{name}.png")
-        save_gif(traj, cfg.n_states, out / f"{name}.gif", scale)
-        ratios = ", ".join(f"{x:.3f}" for x in pool.ratios)
-        print(f"band {band}: rules {pool.ids.tolist()} ratios [{ratios}] -> {out / name}.png/.gif")
+    targets = [Path(out) / f"{n}{ext}" for n in names for ext in (".png", ".gif")] + [Path(out) / "overview.png"] if out else []
+    _refuse_existing(targets + ([Path(html) / PAGE_NAME] if html else []))
+    rollouts = [band_rollouts(cfg, t, rules, frames, seed, device) for t in texts]
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        strips = []
+        for r, name in zip(rollouts, names):
+            labels = [f"rule {i}  gzip {x:.3f}" for i, x in zip(r.ids, r.ratios)]
+            title = f"band {r.name} {r.band}  n={cfg.n_states} grid={cfg.grid} seed={seed}"
+            strips.append(labelled_strip(r.frames, cfg.n_states, title, labels, scale))
+            strips[-1].save(Path(out) / f"{name}.png")
+            save_gif(r.frames, cfg.n_states, Path(out) / f"{name}.gif", scale, title=f"band {r.name}",
+                     labels=[f"rule {i} gz {x:.3f}" for i, x in zip(r.ids, r.ratios)])
+            ratios = ", ".join(f"{x:.3f}" for x in r.ratios)
+            print(f"band {r.band}: rules {r.ids} ratios [{ratios}] -> {Path(out) / name}.png/.gif")
+        stack(strips).save(Path(out) / "overview.png")
+        print(f"wrote {Path(out) / 'overview.png'}")
+    if html:
+        Path(html).mkdir(parents=True, exist_ok=True)
+        page = Path(html) / PAGE_NAME
+        page.write_text(render_page(viewer_data(cfg, rollouts, seed)), encoding="utf-8")
+        print(f"wrote {page} (self-contained; open it in a browser)")
     return 0
 
 
@@ -173,26 +188,34 @@ def complexity(argv: list[str]) -> int:
 
 def measure_complexity(rules: int = 1024, bands: list[str] = PAPER_BANDS, out: Optional[str] = None,
                        file: list[str] = [], tokenizer: str = "gpt2", nca: NCAConfig = NCAConfig(), seed: int = 0,
-                       device: str = "cpu") -> int:
+                       device: str = "cpu", sweep: Optional[dict[str, list[int]]] = None) -> int:
     """gzip-ratio distribution of random rules, the pass rate of each band, and the ratio of text/code files.
 
     Args:
         rules: random rules to measure.
         bands: gzip bands to report pass rates for.
-        out: directory for histogram.png and complexity.json.
+        out: directory for histogram.png and complexity.json (and sweep.png with --sweep).
         file: text/code files to measure on their tokens.
         tokenizer: 'gpt2' (online) or a directory with encoder.json + vocab.bpe.
         nca: the automaton (defaults: the paper).
         seed: which rules.
         device: where rollouts run.
+        sweep: complexity knobs to sweep on top of --nca, e.g. '{n_states: [2, 4, 10], grid: [8, 12], patch: [2]}':
+            band pass rates of every combination.
     """
+    from analysis.complexity_plots import plot_histogram, plot_sweep, sweep_configs, sweep_pass_rates
+
     cfg, texts, files = nca, bands, [Path(f) for f in file]
     bands = [Band.parse(b) for b in texts]
     for f in files:
         if not f.is_file():
             raise UsageError(f"--file {f} does not exist")
+    try:
+        settings = sweep_configs(cfg, sweep) if sweep is not None else []
+    except ValueError as e:
+        raise UsageError(f"--sweep: {e}") from None
     if out:
-        _refuse_existing([Path(out) / "histogram.png", Path(out) / "complexity.json"])
+        _refuse_existing([Path(out) / n for n in ("histogram.png", "complexity.json") + (("sweep.png",) if settings else ())])
 
     ratios = rule_ratios(torch.arange(rules, device=device) * 2, cfg, seed)
     q = np.quantile(ratios, [0.05, 0.25, 0.5, 0.75, 0.95])
@@ -208,28 +231,19 @@ def measure_complexity(rules: int = 1024, bands: list[str] = PAPER_BANDS, out: O
         match = [t for t, b in zip(texts, bands) if b.contains(np.array([med]))[0]]
         report["files"][str(f)] = {"median": med, "windows": len(r), "suggested_band": match[0] if match else None}
         print(f"  {f}: median ratio {med:.3f} over {len(r)} windows of {window} tokens -> band {match[0] if match else 'none'}")
+    if settings:
+        report["sweep"] = sweep_pass_rates(settings, texts, rules, seed, device)
+        print(f"sweep: pass rate of {rules} random rules per setting")
+        print(f"  {'setting':<28} {'median':>7} " + " ".join(f"{t:>8}" for t in texts))
+        for row in report["sweep"]:
+            print(f"  {row['label']:<28} {row['median']:>7.3f} " + " ".join(f"{row['pass_rate'][t]:>8.1%}" for t in texts))
     if out:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ax.hist(ratios, bins=60, color="#1f77b4")
-        for b in bands:
-            ax.axvspan(b.lo, min(b.hi, 1.0), alpha=0.08, color="k")
-            ax.axvline(b.lo, color="k", lw=0.6, ls="--")
-        for name, info in report["files"].items():
-            ax.axvline(info["median"], color="#d62728", lw=1.2)
-            ax.text(info["median"], ax.get_ylim()[1] * 0.9, Path(name).name, rotation=90, color="#d62728", fontsize=7)
-        ax.set_xlabel("gzip ratio (compressed / raw int32 patch ids)")
-        ax.set_ylabel("rules")
-        ax.set_title(f"{rules} random NCA rules (n={cfg.n_states}, T={cfg.temperature:g})")
-        fig.tight_layout()
-        fig.savefig(out / "histogram.png", dpi=120)
+        title = f"{rules} random NCA rules (n={cfg.n_states}, grid={cfg.grid}, T={cfg.temperature:g})"
+        plot_histogram(ratios, texts, report["files"], title, out / "histogram.png")
+        if settings:
+            plot_sweep(report["sweep"], texts, out / "sweep.png")
         (out / "complexity.json").write_text(json.dumps(report, indent=2))
-        print(f"wrote {out / 'histogram.png'} and {out / 'complexity.json'}")
+        print(f"wrote {out / 'histogram.png'}{' and ' + str(out / 'sweep.png') if settings else ''} and {out / 'complexity.json'}")
     return 0
-
