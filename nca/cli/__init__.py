@@ -21,6 +21,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "complexity": ("nca.cli.data:complexity", "gzip-ratio distribution of random rules; band of a text file"),
     "curves": ("analysis.curves:main", "TensorBoard curves of runs, final values and convergence speed-ups"),
     "token-stats": ("analysis.token_stats:main", "entropy, distinct ids and gzip ratio of token corpora"),
+    "induction": ("nca.cli.induction:main", "induction-head scores (prefix matching, copying) and ICL curves of checkpoints"),
     "export": ("nca.cli.export:main", "a checkpoint as a litgpt or Hugging Face (Llama) model directory"),
     "band-transfer": ("nca.cli.band_transfer:main", "final-perplexity change and speed-up vs scratch per complexity band and domain"),
 }

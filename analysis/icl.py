@@ -1,0 +1,126 @@
+"""In-context learning measures of a litgpt GPT: loss by position, the ICL score, NCA loss per frame.
+
+Definitions: ``docs/paper.md`` (analysis section). loss_t = -log p(x_{t+1} | x_1..x_t), t = 1..T-1
+(t counts the tokens of context). The ICL score (Olsson et al. 2022) is loss_500 - loss_50, averaged over
+documents of >= 501 tokens: more negative = more in-context learning. On NCA rows the same curve per frame
+(mean loss of the targets inside frame k) shows rule inference: it falls frame by frame when the model
+infers the rule from the frames it has seen.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def token_losses(model, rows: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """[N, T-1] float32: loss of predicting rows[:, t] from rows[:, :t] (column t-1 holds loss_t)."""
+    device = next(model.parameters()).device
+    out = []
+    for chunk in rows.split(batch_size):
+        chunk = chunk.to(device)
+        logits = model(chunk[:, :-1]).float()
+        out.append(F.cross_entropy(logits.flatten(0, 1), chunk[:, 1:].flatten(), reduction="none")
+                   .view(len(chunk), -1).cpu())
+    return torch.cat(out)
+
+
+def document_rows(documents: Iterable[list[int]], length: int, limit: int) -> torch.Tensor:
+    """The first ``length`` ids of up to ``limit`` documents that have at least that many ([N, length])."""
+    rows = []
+    for ids in documents:
+        if len(ids) >= length:
+            rows.append(torch.tensor(ids[:length], dtype=torch.int64))
+            if len(rows) == limit:
+                break
+    if not rows:
+        raise ValueError(f"no document has >= {length} tokens: give a corpus with longer documents or lower --late")
+    return torch.stack(rows)
+
+
+def loss_slope(curve: Sequence[float], x: Sequence[float]) -> float:
+    """Least-squares slope of ``curve`` against ``x`` (nan below two points)."""
+    curve, x = np.asarray(curve, dtype=float), np.asarray(x, dtype=float)
+    ok = np.isfinite(curve) & np.isfinite(x)
+    if ok.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(x[ok], curve[ok], 1)[0])
+
+
+def icl_summary(losses: torch.Tensor, early: int = 50, late: int = 500) -> dict:
+    """Mean loss_t curve, its slope against ln t, and ICL = loss_late - loss_early (needs T-1 >= late)."""
+    if losses.shape[1] < late:
+        raise ValueError(f"rows give loss_t only up to t = {losses.shape[1]}, need t = {late}: feed rows of >= {late + 1} tokens")
+    if not 1 <= early < late:
+        raise ValueError(f"need 1 <= early < late, got early={early}, late={late}")
+    curve = losses.mean(0)
+    t = np.arange(1, len(curve) + 1)
+    return {
+        "icl_score": float(losses[:, late - 1].mean() - losses[:, early - 1].mean()),
+        "icl_early": early, "icl_late": late, "documents": int(losses.shape[0]),
+        "loss_by_position": curve.tolist(),
+        "slope_vs_log_t": loss_slope(curve.numpy(), np.log(t)),
+    }
+
+
+def frame_losses(losses: torch.Tensor, frame_len: int) -> torch.Tensor:
+    """[frames] mean loss of the targets inside each frame; target position p (1..T-1) lies in frame p // frame_len."""
+    position = torch.arange(1, losses.shape[1] + 1)
+    frame = position // frame_len
+    sums = torch.zeros(int(frame.max()) + 1).index_add_(0, frame, losses.sum(0).float())
+    counts = torch.bincount(frame).float() * losses.shape[0]
+    return sums / counts
+
+
+def nca_summary(losses: torch.Tensor, frame_len: int) -> dict:
+    """Per-frame mean loss, and its slope against the frame index over frames 1.. (frame 0 is the random
+    initial state, which no rule predicts; a negative slope = the loss falls as frames of the rule are seen)."""
+    per_frame = frame_losses(losses, frame_len)
+    frames = np.arange(len(per_frame))
+    return {
+        "loss_by_frame": per_frame.tolist(), "frame_len": frame_len, "sequences": int(losses.shape[0]),
+        "frame_slope": loss_slope(per_frame[1:].numpy(), frames[1:]),
+        "loss_by_position": losses.mean(0).tolist(),
+    }
+
+
+def nca_stream_settings(data: dict) -> dict:
+    """NCAStream keywords (cfg, seq_len, band, seed) from a checkpoint's recorded DataModule.
+
+    Reads both layouts of ``NCADataModule``'s arguments: the automaton nested under ``nca`` (an ``NCAConfig``
+    or its dict) or flat (``n_states``, ``grid``, ...). Missing settings take the defaults (the paper's).
+    """
+    from nca.automaton.config import NCAConfig
+
+    if not str(data.get("class_path", "")).endswith("NCADataModule"):
+        raise ValueError(f"the checkpoint was trained on {data.get('class_path') or 'unrecorded data'}, not NCA: give --data a text corpus")
+    args = dict(data.get("init_args") or {})
+    nested = args.get("nca")
+    if isinstance(nested, NCAConfig):
+        cfg = nested
+    else:
+        fields = dict(nested) if isinstance(nested, dict) else args
+        known = ("n_states", "grid", "patch", "hidden", "temperature", "identity_bias", "burn_in")
+        cfg = NCAConfig(**{k: (tuple(fields[k]) if k == "hidden" else fields[k]) for k in known if k in fields})
+    out = {"cfg": cfg, "band": args.get("band", (0.5, 1.0)), "seed": int(args.get("seed", 0))}
+    if "seq_len" in args:
+        out["seq_len"] = int(args["seq_len"])
+    return out
+
+
+def nca_rows(data: dict, sequences: int, seq_len: int | None = None):
+    """(rows [N, seq_len + 1], PatchTokenizer) of held-out rules (``split="val"``, a fresh rule per row), made
+    with the automaton, band and seed the checkpoint recorded; ``seq_len`` overrides the recorded length."""
+    from nca.automaton.stream import NCAStream
+
+    settings = nca_stream_settings(data)
+    recorded = settings.pop("seq_len", None)
+    length = seq_len or recorded
+    if length is None:
+        raise ValueError("the checkpoint records no NCA seq_len: pass --seq-len (the training data.init_args.seq_len)")
+    stream = NCAStream(seq_len=int(length), split="val", **settings)
+    return stream.rows(torch.arange(sequences)), stream.tokenizer
