@@ -1,0 +1,118 @@
+"""Stage-3 fine-tuning rows shared by GSM8K and BIG-bench Lite: prompt/answer segments -> masked rows.
+
+A row is a list of segments ``(token ids, supervised)``: prompt text is masked (-100), answers are
+supervised. Rows hold at most ``seq_len + 1`` ids and are padded to exactly that with masked ids, so batches
+have one fixed shape. Labels follow the batch contract (already shifted: ``labels[t]`` is the target of
+position ``t``). The DataModule base builds rows once in ``setup`` (the sets are small: seconds to tokenise)
+and serves them shuffled by a seeded generator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.shards import IGNORE_INDEX
+from datamodules.tokenizers import TextTokenizer, load_tokenizer
+
+Segment = tuple[list[int], bool]  # (ids, supervised)
+
+
+def order_key(*parts: str) -> int:
+    """A stable 64-bit hash of text parts: a deterministic order or split that no file order can change."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def fit_row(exemplars: Sequence[Sequence[Segment]], target: Sequence[Segment], limit: int) -> list[Segment]:
+    """Exemplars then the target, in at most ``limit`` ids: the earliest exemplars are dropped first, then
+    the target's oldest ids (its prompt start), so the answer always stays in the row."""
+    exemplars = list(exemplars)
+    size = lambda parts: sum(len(ids) for seg in parts for ids, _ in seg)  # noqa: E731
+    while exemplars and size(exemplars) + size([target]) > limit:
+        exemplars.pop(0)
+    segments = [s for ex in exemplars for s in ex] + list(target)
+    excess = sum(len(ids) for ids, _ in segments) - limit
+    while excess > 0:
+        ids, supervised = segments[0]
+        if len(ids) <= excess:
+            segments.pop(0)
+            excess -= len(ids)
+        else:
+            segments[0] = (ids[excess:], supervised)
+            excess = 0
+    return segments
+
+
+def pack_row(segments: Sequence[Segment], seq_len: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """``seq_len + 1`` ids (padded, masked) -> input_ids / shifted labels, loss only on supervised ids."""
+    ids = [t for part, _ in segments for t in part]
+    keep = [s for part, s in segments for _ in part]
+    if len(ids) > seq_len + 1:
+        raise ValueError(f"row of {len(ids)} ids exceeds seq_len + 1 = {seq_len + 1}; build it with fit_row")
+    pad = seq_len + 1 - len(ids)
+    row = torch.tensor(ids + [pad_id] * pad, dtype=torch.long)
+    mask = torch.tensor(keep + [False] * pad, dtype=torch.bool)
+    labels = torch.where(mask[1:], row[1:], torch.full_like(row[1:], IGNORE_INDEX))
+    return {"input_ids": row[:-1].contiguous(), "labels": labels}
+
+
+class RowList(Dataset):
+    def __init__(self, rows: list[dict[str, torch.Tensor]]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.rows[index]
+
+
+class SupervisedRowsDataModule(L.LightningDataModule):
+    """Base of the stage-3 DataModules: subclasses implement ``build_rows(split)`` for "train" / "val".
+
+    ``vocab_size`` is the tokenizer's, so a stage-2 checkpoint trained with the same tokenizer loads with its
+    embeddings kept (the reference's fine-tuning and evaluation disagreed on it).
+    """
+
+    def __init__(self, tokenizer: str, seq_len: int, batch_size: int, num_workers: int, seed: int):
+        super().__init__()
+        if seq_len < 2 or batch_size < 1 or num_workers < 0:
+            raise ValueError(f"need seq_len >= 2, batch_size >= 1, num_workers >= 0; got {seq_len}, {batch_size}, {num_workers}")
+        self.tokenizer: TextTokenizer = load_tokenizer(tokenizer)
+        self.vocab_size: int = self.tokenizer.vocab_size
+        self.seq_len, self.batch_size, self.num_workers, self.seed = seq_len, batch_size, num_workers, seed
+        self.train_data: RowList | None = None
+        self.val_data: RowList | None = None
+
+    def build_rows(self, split: str) -> list[dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def encode_pair(self, prompt: str, answer: str, close: bool) -> list[Segment]:
+        """A masked prompt and a supervised answer (closed by end-of-text when ``close``)."""
+        answer_ids = self.tokenizer.encode(answer) + ([self.tokenizer.eot_id] if close else [])
+        return [(self.tokenizer.encode(prompt), False), (answer_ids, True)]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_data is None:
+            self.train_data = RowList(self.build_rows("train"))
+            self.val_data = RowList(self.build_rows("val"))
+            if len(self.train_data) < self.batch_size:
+                raise ValueError(f"{len(self.train_data)} training rows cannot fill one batch of {self.batch_size}")
+
+    def _loader(self, data: RowList | None, shuffle: bool) -> DataLoader:
+        if data is None:
+            raise RuntimeError("call setup() before asking for dataloaders")
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(data, batch_size=self.batch_size, shuffle=shuffle, generator=generator,
+                          num_workers=self.num_workers, drop_last=shuffle)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_data, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_data, shuffle=False)

@@ -1,0 +1,215 @@
+"""Stage-3 fine-tuning data: GSM8K and BIG-bench Lite rows, masks, splits; the recipes parse.
+
+Also the small data makers the evaluation tests share (a byte-level tokenizer, a tiny GSM8K directory and
+a tiny BBL task tree), written into the test's own tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from datamodules.bbl import BBLDataModule, load_tasks, split_tasks
+from datamodules.gsm8k import GSM8KDataModule, load_split, parse_example
+from datamodules.prompts import fit_row, pack_row
+from datamodules.tokenizers import _byte_decoder, load_tokenizer
+
+IGNORE = -100
+
+
+# ------------------------------------------------------------------------------------------- data makers
+def write_tokenizer(directory: Path) -> Path:
+    """A byte-level GPT-2-style tokenizer (256 byte ids + end-of-text 256, no merges)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    encoder = {c: i for i, c in enumerate(_byte_decoder())}
+    encoder["<|endoftext|>"] = 256
+    (directory / "encoder.json").write_text(json.dumps(encoder))
+    (directory / "vocab.bpe").write_text("#version: 0.2\n")
+    return directory
+
+
+def gsm8k_record(i: int) -> dict:
+    a, b = i + 2, 3 * i + 1
+    return {"question": f"Tom has {a} apples and buys {b}. How many?",
+            "answer": f"He has {a}+{b} = <<{a}+{b}={a + b}>>{a + b} apples.\n#### {a + b:,}"}
+
+
+def write_gsm8k(directory: Path, train: int = 40, test: int = 6) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train", range(train)), ("test", range(1000, 1000 + test))):
+        with open(directory / f"{name}.jsonl", "w") as f:
+            f.writelines(json.dumps(gsm8k_record(i)) + "\n" for i in rows)
+    return directory
+
+
+def write_task(path: Path, examples: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"name": path.parent.name, "examples": examples}))
+
+
+def write_bbl(directory: Path, per_task: int = 40, reverse: bool = False) -> Path:
+    """logical_deduction (3- and 5-way subtasks), winowhy (2-way, twice as many examples), operators
+    (free-form) and a non-English task; ``reverse`` writes every file's examples in the opposite order."""
+    order = (lambda xs: xs[::-1]) if reverse else (lambda xs: xs)
+
+    def mc(i: int, ways: int) -> dict:
+        return {"input": f"Puzzle {i} with {ways} options.",
+                "target_scores": {f"option {j}": int(j == i % ways) for j in range(ways)}}
+
+    write_task(directory / "logical_deduction" / "task.json", [])  # metadata only, as in BIG-bench
+    write_task(directory / "logical_deduction" / "three" / "task.json", order([mc(i, 3) for i in range(per_task // 2)]))
+    write_task(directory / "logical_deduction" / "five" / "task.json",
+               order([mc(i, 5) for i in range(per_task // 2, per_task)]))
+    write_task(directory / "winowhy" / "task.json", order([mc(i, 2) for i in range(2 * per_task)]))
+    write_task(directory / "operators" / "task.json",
+               order([{"input": f"{i} op 2 =", "target": [str(i + 2), f"{i + 2}.0"]} for i in range(per_task)]))
+    write_task(directory / "language_identification" / "task.json",
+               [{"input": f"Bonjour {i}", "target_scores": {"French": 1, "German": 0}} for i in range(per_task)])
+    return directory
+
+
+def supervised_text(tokenizer, row: dict[str, torch.Tensor]) -> str:
+    ids = row["labels"][row["labels"] != IGNORE].tolist()
+    return tokenizer.decode([i for i in ids if i != tokenizer.eot_id])
+
+
+# ------------------------------------------------------------------------------------------------ rows
+def test_pack_row_shifts_labels_and_masks_prompt_and_padding():
+    row = pack_row([([1, 2, 3], False), ([4, 5], True)], seq_len=7, pad_id=0)
+    assert row["input_ids"].tolist() == [1, 2, 3, 4, 5, 0, 0]
+    assert row["labels"].tolist() == [IGNORE, IGNORE, 4, 5, IGNORE, IGNORE, IGNORE]
+    with pytest.raises(ValueError, match="fit_row"):
+        pack_row([([1] * 9, True)], seq_len=7, pad_id=0)
+
+
+def test_fit_row_drops_earliest_exemplars_then_cuts_the_prompt_start():
+    shots = [[([1] * 4, False), ([2] * 2, True)], [([3] * 4, False), ([4] * 2, True)]]
+    target = [([5] * 3, False), ([6] * 2, True)]
+    assert fit_row(shots, target, 11) == [([3] * 4, False), ([4] * 2, True), *target]
+    assert fit_row(shots, target, 4) == [([5] * 2, False), ([6] * 2, True)]
+    assert fit_row(shots, target, 1) == [([6], True)]
+
+
+# ---------------------------------------------------------------------------------------------- GSM8K
+def test_gsm8k_parse_keeps_annotations_and_cleans_the_number():
+    example = parse_example({"question": " Q? ", "answer": "1,200+3 = <<1200+3=1203>>1203\n#### 1,203"})
+    assert example.reasoning == "1,200+3 = <<1200+3=1203>>1203" and example.number == "1203"
+    assert example.prompt + example.answer == "Question:\nQ?\nAnswer:\n1,200+3 = <<1200+3=1203>>1203\nFinal Answer: 1203"
+    with pytest.raises(ValueError, match="####"):
+        parse_example({"question": "Q", "answer": "no marker"})
+
+
+def test_gsm8k_rows_supervise_every_answer_and_no_question(tmp_path):
+    source, tok_dir = write_gsm8k(tmp_path / "gsm8k"), write_tokenizer(tmp_path / "tok")
+    dm = GSM8KDataModule(str(source), str(tok_dir), seq_len=1024, batch_size=2, val_fraction=0.2, seed=3)
+    dm.setup()
+    tok = load_tokenizer(tok_dir)
+    train, val = dm.splits()
+    assert len(train) + len(val) == 40 and val and not {e.question for e in train} & {e.question for e in val}
+    assert dm.vocab_size == 257 and len(dm.train_data) == len(train) and len(dm.val_data) == len(val)
+    answers = {e.answer for e in train}
+    for data, targets in ((dm.train_data, train), (dm.val_data, val)):
+        for row, target in zip(data.rows, targets):
+            assert row["input_ids"].shape == (1024,) and row["labels"].shape == (1024,)
+            text = tok.decode(row["input_ids"].tolist())
+            assert text.count("Question:") == 6  # 5 exemplars + the target
+            supervised = supervised_text(tok, row)
+            assert "Question" not in supervised and supervised.endswith(target.answer)
+            shots = [part for part in supervised.split("Final Answer: ")[1:-1]]
+            assert len(shots) == 5
+            # every exemplar answer is a TRAIN answer, never the target itself
+            shown = [s for s in text.split(tok.decode([tok.eot_id]))[:-1] if s.strip()]
+            assert all(s.split("Answer:\n", 1)[1] in answers for s in shown[:5])
+            assert target.answer not in [s.split("Answer:\n", 1)[1] for s in shown[:5]]
+    # labels are the next ids: where supervised, label t == input t + 1
+    row = dm.train_data.rows[0]
+    keep = (row["labels"] != IGNORE).nonzero().flatten()
+    assert torch.equal(row["labels"][keep[:-1]], row["input_ids"][keep[:-1] + 1])
+
+
+def test_gsm8k_rows_are_deterministic_and_fit_short_rows(tmp_path):
+    source, tok_dir = write_gsm8k(tmp_path / "gsm8k"), write_tokenizer(tmp_path / "tok")
+    first = GSM8KDataModule(str(source), str(tok_dir), seq_len=1024, batch_size=2, seed=1)
+    again = GSM8KDataModule(str(source), str(tok_dir), seq_len=1024, batch_size=2, seed=1)
+    other = GSM8KDataModule(str(source), str(tok_dir), seq_len=1024, batch_size=2, seed=2)
+    rows = [m.build_rows("train") for m in (first, again, other)]
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(rows[0], rows[1]))
+    assert not all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(rows[0], rows[2]))
+    short = GSM8KDataModule(str(source), str(tok_dir), seq_len=200, batch_size=2, seed=1)
+    tok = load_tokenizer(tok_dir)
+    for row, target in zip(short.build_rows("train"), short.splits()[0]):
+        assert supervised_text(tok, row).endswith(target.answer)  # exemplars dropped, the target kept
+
+
+def test_gsm8k_bad_source_fails_at_once(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train.jsonl"):
+        GSM8KDataModule(str(tmp_path), str(write_tokenizer(tmp_path / "tok")))
+    assert len(load_split(str(write_gsm8k(tmp_path / "g")), "test")) == 6
+
+
+# ------------------------------------------------------------------------------------------------ BBL
+def test_bbl_split_is_deterministic_whatever_the_file_order_and_archive(tmp_path):
+    plain = split_tasks(load_tasks(write_bbl(tmp_path / "a")), 0.25, 350, 5)
+    reversed_ = split_tasks(load_tasks(write_bbl(tmp_path / "b", reverse=True)), 0.25, 350, 5)
+    archive = tmp_path / "bbl.tar.xz"
+    with tarfile.open(archive, "w:xz") as tar:
+        for path in sorted((tmp_path / "a").rglob("task.json")):
+            tar.add(path, arcname=str(path.relative_to(tmp_path / "a")))
+    packed = split_tasks(load_tasks(archive), 0.25, 350, 5)
+    assert plain == reversed_ == packed
+    assert list(plain) == ["logical_deduction", "operators", "winowhy"]  # non-English task left out
+    for train, val in plain.values():
+        assert train and val and not {e.input for e in train} & {e.input for e in val}
+    mixed = {len(e.choices) for e in plain["logical_deduction"][0] + plain["logical_deduction"][1]}
+    assert mixed == {3, 5}
+    capped = split_tasks(load_tasks(tmp_path / "a"), 0.25, 4, 3)
+    assert all(len(t) == 4 and len(v) <= 4 for t, v in capped.values())
+    assert list(split_tasks(load_tasks(tmp_path / "a"), 0.25, 350, 45)) == ["winowhy"]  # ~60 of 80 train
+
+
+def test_bbl_rows_supervise_only_the_answer(tmp_path):
+    dm = BBLDataModule(str(write_bbl(tmp_path / "bbl")), str(write_tokenizer(tmp_path / "tok")), seq_len=512,
+                       batch_size=2, val_fraction=0.25, min_train_examples=5, seed=0)
+    dm.setup()
+    tok = load_tokenizer(tmp_path / "tok")
+    assert dm.used_tasks == ["logical_deduction", "operators", "winowhy"]
+    train = [e for task in dm.used_tasks for e in dm.splits()[task][0]]
+    assert len(dm.train_data) == len(train)
+    shots = set()
+    for row, example in zip(dm.train_data.rows, train):
+        text = tok.decode(row["input_ids"].tolist())
+        assert supervised_text(tok, row) == example.answer
+        assert text.rstrip(tok.decode([tok.eot_id])).endswith(example.prompt + example.answer)
+        shots.add(text.count("Question:") - 1)
+        if example.choices:
+            assert all(f"choice: {c}\n" in text for c in example.choices)
+    assert shots == {0, 1, 2, 3}
+
+
+def test_bbl_unknown_task_and_missing_source_fail_at_once(tmp_path):
+    tok = str(write_tokenizer(tmp_path / "tok"))
+    with pytest.raises(ValueError, match="Unknown BBL tasks"):
+        BBLDataModule(str(write_bbl(tmp_path / "bbl")), tok, tasks=["winowhy", "not_a_task"])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        BBLDataModule(str(tmp_path / "missing.tar.xz"), tok)
+
+
+# -------------------------------------------------------------------------------------------- recipes
+@pytest.mark.parametrize("recipe", ["gsm8k", "bbl"])
+def test_stage3_recipes_parse_and_match_the_paper(recipe):
+    from tests.test_configs import parse
+
+    paper = {"gsm8k": dict(lr=1e-5, rows=512, epochs=10, steps=140), "bbl": dict(lr=5e-6, rows=64, epochs=1, steps=61)}
+    config = parse(f"configs/stage3/{recipe}.yaml")
+    model, trainer, data = config["model"], config["trainer"], config["data"]["init_args"]
+    assert model["lr"] == paper[recipe]["lr"] and model["warmup_fraction"] == 0.1 and model["weight_decay"] == 0.0
+    assert model["reinit_embeddings"] is False and model["init_from"]
+    assert trainer["gradient_clip_val"] == 1.0 and trainer["max_epochs"] == paper[recipe]["epochs"]
+    assert trainer["max_steps"] == paper[recipe]["steps"]
+    assert data["batch_size"] * trainer["accumulate_grad_batches"] * 8 == paper[recipe]["rows"]
+    cpu = parse(f"configs/stage3/{recipe}.yaml", "configs/cpu/stage3.yaml")
+    assert cpu["model"]["config"]["n_layer"] == 2 and cpu["data"]["init_args"]["seq_len"] == 256
