@@ -7,7 +7,7 @@
   position travels in checkpoints and a resumed run continues where it stopped.
 
 A subclass says where batches come from (``source(split)``, a ``BatchSource``) and how many evaluation
-batches a split has (``eval_batches``); the loader body is written once, here.
+batches a split has (``eval_batches``), or replaces ``eval_loader``; the loader body is written once, here.
 """
 
 from __future__ import annotations
@@ -58,11 +58,15 @@ class TokenDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self.loader(self.source("train"), position=self.train_position)
 
+    def eval_loader(self, split: Split) -> DataLoader:
+        """A fixed held-out set: ``eval_batches`` numbered batches of the split's source per rank."""
+        return self.loader(self.source(split), limit=self.eval_batches(split, self.rank_and_world()[1]))
+
     def val_dataloader(self) -> DataLoader:
-        return self.loader(self.source("val"), limit=self.eval_batches("val", self.rank_and_world()[1]))
+        return self.eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self.loader(self.source("test"), limit=self.eval_batches("test", self.rank_and_world()[1]))
+        return self.eval_loader("test")
 
     # -- the resumable position
     def train_position(self) -> int:

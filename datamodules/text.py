@@ -1,227 +1,56 @@
-"""Text corpora (C4, OpenWebText, OpenWebMath, CodeParrot, ...) -> tokens -> a cached shard set -> batches.
+"""Text corpora (C4, OpenWebText, OpenWebMath, CodeParrot, ...) -> tokens -> cached shard sets -> batches.
 
-Documents are tokenised once, each followed by the end-of-text id, and the resulting stream is cut into rows
-of ``seq_len + 1`` ids that overlap by one token (row k = stream[k*T : k*T + T + 1]), so every token of the
-stream is a target exactly once; the incomplete tail is dropped. Rows go to ``datamodules.shards`` format
-under ``cache_dir/<name>-<key>/{train,val}``, where the key hashes every input (files with sizes and mtimes,
-tokenizer, seq_len, fields, split, caps). A changed input gives a new key and a new directory; an existing
-cache is reused and never overwritten.
+Documents are tokenised once, each followed by the end-of-text id, and packed into rows of ``seq_len + 1``
+ids that overlap by one token (``datamodules.packing``). Each split (train, val, test) is a shard set of its
+own under ``cache_dir/<name>-<split>-<key>``, where the key hashes only what that split is made of (its
+files with sizes and mtimes or its Hugging Face split, the tokenizer, seq_len, fields, the hold-out
+fractions, its cap). So a new validation set never re-tokenises the training corpus; a changed input gives a
+new key and a new directory; an existing cache is reused and never overwritten.
 
-Sources: local files, directories or globs (``.jsonl``/``.json`` lines, ``.parquet``, anything else read as
-plain text; each optionally ``.gz``/``.xz``/``.bz2``), or a Hugging Face dataset name (needs ``datasets``,
-the ``[data]`` extra, and network). Plain-text files are one document each (``txt_document="file"``, e.g. a
-directory of ``.py`` files as a code corpus) or one per line (``"line"``).
+Held-out splits come from their own sources (``val_source``, ``test_source``) or are carved out of the
+training source by document hash (``text_sources.document_position``): validation takes positions below
+``val_fraction``, test the next ``test_fraction``; training keeps the rest. Sources: see
+``datamodules.text_sources``.
 """
 
 from __future__ import annotations
 
-import bz2
 import glob
-import gzip
 import hashlib
 import importlib.util
 import json
 import logging
-import lzma
 import os
 import re
 import shutil
 import uuid
-from fnmatch import fnmatch
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator
 
-import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.base import Split, TokenDataModule
+from datamodules.packing import Packer, document_batches
 from datamodules.shards import ShardWriter, TokenShards
-from datamodules.streaming import NumberedBatches, PositionedLoader, ResumableStreamMixin, ShardRows
+from datamodules.streaming import BatchSource, ShardRows
+from datamodules.text_sources import (  # noqa: F401 (re-exported: the text API in one import)
+    SOURCE_HELP,
+    document_position,
+    hf_documents,
+    is_hf_name,
+    is_validation,
+    read_documents,
+    resolve_files,
+)
 from datamodules.tokenizers import TextTokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
-COMPRESSION = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
-JSON_LINES = {".jsonl", ".json", ".ndjson"}
-# File kinds picked up when a directory is given (a glob picks up whatever it matches; .json files are often
-# not JSON lines, so a directory scan leaves them out).
-DIRECTORY_KINDS = {".jsonl", ".ndjson", ".parquet", ".txt", ".py"}
-_HF_NAME = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
-SOURCE_HELP = (
-    "give existing local files, a directory or a glob (jsonl / json lines / parquet / txt / .py, optionally .gz/.xz), "
-    "or a Hugging Face dataset name (needs `pip install datasets` and network)"
-)
-
-
-# ----------------------------------------------------------------------------------------------- sources
-
-
-def _kind(path: Path) -> tuple[str, str]:
-    """(format suffix, compression suffix) of a file name, e.g. ('.jsonl', '.gz')."""
-    suffixes = [s.lower() for s in path.suffixes]
-    compression = suffixes.pop() if suffixes and suffixes[-1] in COMPRESSION else ""
-    return (suffixes[-1] if suffixes else ""), compression
-
-
-def is_hf_name(source: Any) -> bool:
-    """A string that is no existing path and reads like ``owner/name`` (or has an explicit ``hf:`` prefix)."""
-    if not isinstance(source, str):
-        return False
-    if source.startswith("hf:"):
-        return True
-    if Path(source).expanduser().exists() or glob.has_magic(source) or source.startswith((".", "~", "/")):
-        return False
-    return bool(_HF_NAME.match(source)) and _kind(Path(source))[0] not in DIRECTORY_KINDS | JSON_LINES
-
-
-def resolve_files(source: str | Path | Sequence[str | Path], exclude: Sequence[str] = ()) -> list[Path]:
-    """Expand paths, directories and globs into a sorted, de-duplicated file list; a missing path fails here."""
-    items = [source] if isinstance(source, (str, Path)) else list(source)
-    if not items:
-        raise ValueError(f"No data source given; {SOURCE_HELP}.")
-    files: list[Path] = []
-    for item in items:
-        text = os.path.expanduser(str(item))
-        path = Path(text)
-        if glob.has_magic(text):
-            found = sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
-        elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p)[0] in DIRECTORY_KINDS)
-        elif path.is_file():
-            found = [path]
-        else:
-            raise FileNotFoundError(f"Corpus path {text!r} does not exist; {SOURCE_HELP}.")
-        found = [p for p in found if not any(fnmatch(str(p), pattern) for pattern in exclude)]
-        if not found:
-            raise FileNotFoundError(f"No corpus files found under {text!r} (after exclude={list(exclude)}); {SOURCE_HELP}.")
-        files.extend(found)
-    return list(dict.fromkeys(files))
-
-
-def _open_text(path: Path):
-    opener = COMPRESSION.get(_kind(path)[1], open)
-    return opener(path, "rt", encoding="utf-8")
-
-
-def read_documents(path: Path, text_field: str = "text", txt_document: str = "file", skipped: list | None = None) -> Iterator[str]:
-    """Documents of one file. Plain-text files that are not UTF-8 are skipped (and listed in ``skipped``)."""
-    fmt, compression = _kind(path)
-    if fmt in JSON_LINES:
-        with _open_text(path) as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                if text_field not in record:
-                    raise KeyError(
-                        f"{path}:{lineno} has no field {text_field!r} (fields: {sorted(record)}); set text_field."
-                    )
-                yield record[text_field]
-    elif fmt == ".parquet":
-        if compression:
-            raise ValueError(f"{path}: compressed parquet is not supported; parquet compresses internally.")
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as err:
-            raise ImportError(f"Reading {path} needs pyarrow: pip install pyarrow (or the [data] extra).") from err
-        parquet = pq.ParquetFile(path)
-        if text_field not in parquet.schema_arrow.names:
-            raise KeyError(f"{path} has no column {text_field!r} (columns: {parquet.schema_arrow.names}); set text_field.")
-        for batch in parquet.iter_batches(columns=[text_field], batch_size=1024):
-            yield from batch.column(0).to_pylist()
-    else:
-        opener = COMPRESSION.get(compression, open)
-        with opener(path, "rb") as f:
-            raw = f.read()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            if skipped is not None:
-                skipped.append(str(path))
-            return
-        if txt_document == "file":
-            yield text
-        else:
-            yield from text.splitlines()
-
-
-def hf_documents(name: str, subset: str | None, split: str, text_field: str, streaming: bool) -> Iterator[str]:
-    """Documents of a Hugging Face dataset split (streamed by default: nothing is stored beyond our cache)."""
-    from datasets import load_dataset
-
-    for record in load_dataset(name.removeprefix("hf:"), subset, split=split, streaming=streaming):
-        if text_field not in record:
-            raise KeyError(f"{name} ({split}) records have no field {text_field!r} (fields: {sorted(record)}).")
-        yield record[text_field]
-
-
-def is_validation(text: str, fraction: float) -> bool:
-    """Deterministic document-level split: a hash of the text, so exact duplicates land on the same side."""
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") < fraction * 2**64
-
-
-# ----------------------------------------------------------------------------------------------- packing
-
-
-class Packer:
-    """Join token lists with EOT and cut the stream into rows of ``seq_len + 1`` that overlap by one id."""
-
-    def __init__(self, writer: ShardWriter, seq_len: int, eot_id: int, max_rows: int | None = None):
-        self.writer, self.seq_len, self.eot_id, self.max_rows = writer, seq_len, eot_id, max_rows
-        self.buffer = np.empty(0, dtype=np.int64)
-        self.rows = self.documents = self.tokens_in = 0
-
-    @property
-    def full(self) -> bool:
-        return self.max_rows is not None and self.rows >= self.max_rows
-
-    def add(self, documents: Iterable[list[int]]) -> None:
-        if self.full:
-            return
-        flat: list[int] = []
-        for ids in documents:
-            flat.extend(ids)
-            flat.append(self.eot_id)
-            self.documents += 1
-        self.tokens_in += len(flat)
-        self.buffer = np.concatenate([self.buffer, np.asarray(flat, dtype=np.int64)])
-        T = self.seq_len
-        n = (len(self.buffer) - 1) // T
-        if self.max_rows is not None:
-            n = min(n, self.max_rows - self.rows)
-        if n <= 0:
-            return
-        rows = np.lib.stride_tricks.sliding_window_view(self.buffer, T + 1)[::T][:n]
-        self.writer.write(np.ascontiguousarray(rows))
-        self.rows += n
-        self.buffer = self.buffer[n * T:].copy()
-
-    def summary(self) -> dict[str, int]:
-        return {
-            "documents": self.documents, "rows": self.rows, "target_tokens": self.rows * self.seq_len,
-            "tokens_read": self.tokens_in, "dropped_tokens": max(0, self.tokens_in - self.rows * self.seq_len),
-        }
-
-
-def _batches(documents: Iterable[str], max_chars: int = 1 << 21, max_docs: int = 4096) -> Iterator[list[str]]:
-    """Group documents so that each encode call gets enough text to keep tiktoken's threads busy."""
-    batch, chars = [], 0
-    for text in documents:
-        if not text or not text.strip():
-            continue
-        batch.append(text)
-        chars += len(text)
-        if chars >= max_chars or len(batch) >= max_docs:
-            yield batch
-            batch, chars = [], 0
-    if batch:
-        yield batch
-
-
-# ----------------------------------------------------------------------------------------------- dataset
+CACHE_VERSION = 2  # 2: one keyed shard set per split
+SPLITS: tuple[Split, ...] = ("train", "val", "test")
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 
 
 class RowDataset(Dataset):
@@ -244,15 +73,12 @@ class RowDataset(Dataset):
         return {**self.__dict__, "_shards": None}
 
 
-# ----------------------------------------------------------------------------------------------- module
-
-
-class TextDataModule(ResumableStreamMixin, L.LightningDataModule):
-    """Tokenise a corpus once into a keyed cache (``prepare_data``), then serve shuffled packed rows.
+class TextDataModule(TokenDataModule):
+    """Tokenise a corpus once into keyed per-split caches (``prepare_data``), then serve packed rows.
 
     Training rows stream endlessly, each pass over the corpus in a fresh seeded order (``ShardRows``), as
     numbered batches: a resumed run continues mid-pass instead of replaying it. Stop runs with
-    ``trainer.max_steps``.
+    ``trainer.max_steps``. Validation and test read every row of their split once, in order.
 
     Batches: ``{"input_ids": LongTensor[B, T], "labels": LongTensor[B, T]}``, labels already shifted
     (``labels[:, t]`` is the target of position ``t``); text masks nothing.
@@ -262,13 +88,20 @@ class TextDataModule(ResumableStreamMixin, L.LightningDataModule):
             optional).
         tokenizer: ``"gpt2"`` or a tokenizer directory (see ``datamodules.tokenizers``).
         seq_len: tokens per sample; rows on disk hold ``seq_len + 1``.
-        cache_dir: where keyed shard sets are built (``<cache_dir>/<name>-<key>``).
+        batch_size: rows per batch and device.
+        num_workers: DataLoader worker processes.
+        cache_dir: where keyed shard sets are built (``<cache_dir>/<name>-<split>-<key>``).
         text_field: the JSON field / parquet column / HF column holding the text.
-        val_source: validation documents (local or HF, split ``hf_val_split``); when None, a deterministic
-            ``val_fraction`` of the source's documents (by text hash) is held out instead.
+        val_source: validation documents (local or HF, split ``hf_val_split``); when None, the documents of
+            the source whose hash position falls below ``val_fraction`` are held out instead.
+        val_fraction: share of the source's documents held out for validation when no ``val_source``.
+        test_source: test documents (local or HF, split ``hf_test_split``); when None, the next
+            ``test_fraction`` of the source's documents (by hash) are held out; 0 means no test split.
+        test_fraction: share of the source's documents held out for test when no ``test_source``.
         max_tokens: cap on training target tokens (rows * seq_len), e.g. the paper's 164M-token C4 baseline.
-        max_val_tokens: cap on validation target tokens (needed for huge streamed validation splits).
+        max_val_tokens: cap on validation (and test) target tokens, for huge streamed evaluation splits.
         seed: shuffling seed of the training rows.
+        hf_subset, hf_split, hf_val_split, hf_test_split, hf_streaming: how Hugging Face datasets are read.
         txt_document: plain-text files are one document per ``"file"`` or per ``"line"``.
         exclude: fnmatch patterns on file paths to leave out (e.g. ``"*/site-packages/*"``).
     """
@@ -284,44 +117,67 @@ class TextDataModule(ResumableStreamMixin, L.LightningDataModule):
         text_field: str = "text",
         val_source: str | list[str] | None = None,
         val_fraction: float = 0.01,
+        test_source: str | list[str] | None = None,
+        test_fraction: float = 0.01,
         max_tokens: int | None = None,
         max_val_tokens: int | None = None,
         seed: int = 0,
         hf_subset: str | None = None,
         hf_split: str = "train",
         hf_val_split: str = "validation",
+        hf_test_split: str = "test",
         hf_streaming: bool = True,
         txt_document: str = "file",
         exclude: list[str] | None = None,
     ):
-        super().__init__()
+        super().__init__(batch_size, num_workers)
         self.save_hyperparameters()
-        if seq_len < 1 or batch_size < 1 or num_workers < 0:
-            raise ValueError(f"seq_len and batch_size must be >= 1 and num_workers >= 0, got {seq_len}, {batch_size}, {num_workers}")
+        if seq_len < 1:
+            raise ValueError(f"data seq_len must be >= 1, got {seq_len}")
+        carved = (0.0 if val_source is not None else val_fraction) + (0.0 if test_source is not None else test_fraction)
         if val_source is None and not 0.0 < val_fraction < 0.5:
-            raise ValueError(f"val_fraction must lie in (0, 0.5) when no val_source is given, got {val_fraction}")
+            raise ValueError(f"data val_fraction must lie in (0, 0.5) when no val_source is given, got {val_fraction}")
+        if test_source is None and not 0.0 <= test_fraction < 0.5 or carved >= 0.5:
+            raise ValueError(f"data test_fraction must lie in [0, 0.5) and the held-out shares sum below 0.5, "
+                             f"got val_fraction {val_fraction}, test_fraction {test_fraction}")
         if txt_document not in ("file", "line"):
-            raise ValueError(f"txt_document must be 'file' or 'line', got {txt_document!r}")
+            raise ValueError(f"data txt_document must be 'file' or 'line', got {txt_document!r}")
         for name, cap in (("max_tokens", max_tokens), ("max_val_tokens", max_val_tokens)):
             if cap is not None and cap < seq_len:
-                raise ValueError(f"{name}={cap} is less than one row of seq_len={seq_len} tokens")
-        self.seq_len, self.batch_size, self.num_workers, self.seed = seq_len, batch_size, num_workers, seed
+                raise ValueError(f"data {name}={cap} is less than one row of seq_len={seq_len} tokens")
+        self.seq_len, self.seed = seq_len, seed
         self.text_field, self.txt_document, self.exclude = text_field, txt_document, list(exclude or [])
-        self.val_fraction, self.max_tokens, self.max_val_tokens = val_fraction, max_tokens, max_val_tokens
-        self.hf = {"subset": hf_subset, "split": hf_split, "val_split": hf_val_split, "streaming": hf_streaming}
+        self.hf = {"subset": hf_subset, "streaming": hf_streaming,
+                   "split": {"train": hf_split, "val": hf_val_split, "test": hf_test_split}}
+        self.caps = {"train": max_tokens, "val": max_val_tokens, "test": max_val_tokens}
 
         # Everything that can be wrong with the inputs fails here, before any long work.
-        self.train_input = self._resolve(source)
-        self.val_input = None if val_source is None else self._resolve(val_source)
+        given = {"train": source, "val": val_source, "test": test_source}
+        self.inputs = {split: self._resolve(src) for split, src in given.items() if src is not None}
+        # Where in [0, 1) each carved split's documents lie (by hash); training keeps the rest.
+        self.carve: dict[str, tuple[float, float]] = {}
+        start = 0.0
+        for split, fraction in (("val", val_fraction), ("test", test_fraction)):
+            if split not in self.inputs and fraction > 0:
+                self.carve[split] = (start, start + fraction)
+                start += fraction
         self.tokenizer: TextTokenizer = load_tokenizer(tokenizer)
         self.vocab_size: int = self.tokenizer.vocab_size
-        self.key_inputs = self._key_inputs()
-        key = hashlib.sha256(json.dumps(self.key_inputs, sort_keys=True).encode()).hexdigest()[:16]
-        self.cache_path = Path(cache_dir).expanduser() / f"{self._slug(source)}-{key}"
-        self.train_data: RowDataset | None = None
-        self.val_data: RowDataset | None = None
+        slug = self._slug(source)
+        self.key_inputs = {split: self._key_inputs(split) for split in self.splits}
+        self.paths = {split: Path(cache_dir).expanduser() / f"{slug}-{split}-{self._key(split)}" for split in self.splits}
 
-    # -- inputs and key
+    @property
+    def splits(self) -> list[Split]:
+        return [s for s in SPLITS if s == "train" or s in self.inputs or s in self.carve]
+
+    def split_path(self, split: Split) -> Path:
+        """The shard set of one split (``manifest.json`` + shards + ``cache.json``)."""
+        if split not in self.paths:
+            raise ValueError(f"this data has no {split} split: give data.{split}_source, or a {split}_fraction > 0")
+        return self.paths[split]
+
+    # -- inputs and keys
 
     def _resolve(self, source: Any) -> list[Path] | str:
         if is_hf_name(source):
@@ -335,22 +191,30 @@ class TextDataModule(ResumableStreamMixin, L.LightningDataModule):
 
     def _describe(self, source: list[Path] | str, split: str) -> Any:
         if isinstance(source, str):
-            return {"hf": source, "subset": self.hf["subset"], "split": split}
+            return {"hf": source, "subset": self.hf["subset"], "split": self.hf["split"][split]}
         return [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in source]
 
-    def _key_inputs(self) -> dict[str, Any]:
+    def origin(self, split: Split) -> Split:
+        """The split whose source a split's documents are read from ("train": the main source)."""
+        return split if split in self.inputs else "train"
+
+    def _key_inputs(self, split: Split) -> dict[str, Any]:
+        origin = self.origin(split)
         return {
             "version": CACHE_VERSION,
-            "train": self._describe(self.train_input, self.hf["split"]),
-            "val": None if self.val_input is None else self._describe(self.val_input, self.hf["val_split"]),
-            "val_fraction": None if self.val_input is not None else self.val_fraction,
+            "split": split,
+            "source": self._describe(self.inputs[origin], origin),
+            # the training split's documents depend on what is carved out of it; a carved split on its place
+            "carve": self.carve if split == "train" else self.carve.get(split),
             "tokenizer": self.tokenizer.name,
             "seq_len": self.seq_len,
             "text_field": self.text_field,
             "txt_document": self.txt_document,
-            "max_tokens": self.max_tokens,
-            "max_val_tokens": self.max_val_tokens,
+            "max_tokens": self.caps[split],
         }
+
+    def _key(self, split: Split) -> str:
+        return hashlib.sha256(json.dumps(self.key_inputs[split], sort_keys=True).encode()).hexdigest()[:16]
 
     def _slug(self, source: Any) -> str:
         """A readable cache-name prefix: the dataset name, file stem, directory, or a glob's fixed directory."""
@@ -362,100 +226,123 @@ class TextDataModule(ResumableStreamMixin, L.LightningDataModule):
             first = name.split(".")[0] if len(fixed) == len(parts) and Path(first).expanduser().is_file() else name
         return re.sub(r"[^\w.-]+", "_", first).strip("_")[:40] or "corpus"
 
-    def _documents(self, source: list[Path] | str, split: str, skipped: list) -> Iterator[str]:
+    def _documents(self, origin: Split, skipped: list) -> Iterator[str]:
+        source = self.inputs[origin]
         if isinstance(source, str):
-            yield from hf_documents(source, self.hf["subset"], split, self.text_field, self.hf["streaming"])
+            yield from hf_documents(source, self.hf["subset"], self.hf["split"][origin], self.text_field,
+                                    self.hf["streaming"])
             return
         for path in source:
             yield from read_documents(path, self.text_field, self.txt_document, skipped)
 
-    # -- Lightning hooks
+    def _split_of(self, text: str) -> Split:
+        """Which split of the main source a document belongs to."""
+        if not self.carve:
+            return "train"
+        position = document_position(text)
+        return next((s for s, (lo, hi) in self.carve.items() if lo <= position < hi), "train")
+
+    # -- building the caches
+
+    def is_built(self, split: Split) -> bool:
+        return (self.split_path(split) / "cache.json").is_file()
 
     def prepare_data(self) -> None:
-        """Build the cache unless it exists (rank 0 only; written to a temporary directory, then renamed)."""
-        if (self.cache_path / "cache.json").is_file():
-            log.info("Reusing token cache %s", self.cache_path)
-            return
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_path.parent / f".{self.cache_path.name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            summary = self._build(tmp)
-            (tmp / "cache.json").write_text(json.dumps({"inputs": self.key_inputs, **summary}, indent=2))
-            try:
-                os.rename(tmp, self.cache_path)
-            except OSError:
-                if not (self.cache_path / "cache.json").is_file():
-                    raise
-                log.info("Another process built %s first; using it", self.cache_path)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+        """Build the caches the trainer's stage reads (fit: train + val; validate: val; test: test)."""
+        trainer = getattr(self, "_trainer", None)
+        stage = trainer.state.fn.value if trainer is not None and trainer.state.fn is not None else "fit"
+        self.prepare_splits(STAGE_SPLITS.get(stage, ("train", "val")))
 
-    def _build(self, out: Path) -> dict[str, Any]:
+    def prepare_splits(self, splits) -> None:
+        """Build the missing caches among ``splits`` (rank 0 only; each written to a temporary directory,
+        then renamed): one pass per source feeds every split read from it."""
+        missing = [s for s in splits if not self.is_built(s)]
+        for split in splits:
+            if split not in missing:
+                log.info("Reusing token cache %s", self.paths[split])
+        for origin in dict.fromkeys(self.origin(s) for s in missing):
+            self._build([s for s in missing if self.origin(s) == origin], origin)
+
+    def _build(self, splits: list[Split], origin: Split) -> None:
         from tqdm.auto import tqdm
 
-        tok, T = self.tokenizer, self.seq_len
+        tok, T, skipped = self.tokenizer, self.seq_len, []
         meta = {"tokenizer": tok.name, "eot_id": tok.eot_id, "seq_len": T, "row_overlap": 1}
-        max_rows = None if self.max_tokens is None else self.max_tokens // T
-        max_val_rows = None if self.max_val_tokens is None else self.max_val_tokens // T
-        skipped: list[str] = []
-        with ShardWriter(out / "train", T + 1, tok.vocab_size, metadata={**meta, "split": "train"}) as train_w, \
-                ShardWriter(out / "val", T + 1, tok.vocab_size, metadata={**meta, "split": "val"}) as val_w:
-            train = Packer(train_w, T, tok.eot_id, max_rows)
-            val = Packer(val_w, T, tok.eot_id, max_val_rows)
-            bar = tqdm(total=self.max_tokens, unit="tok", unit_scale=True, desc=f"tokenising {self.cache_path.name}")
-            for texts in _batches(self._documents(self.train_input, self.hf["split"], skipped)):
-                if self.val_input is None:
-                    held = [is_validation(t, self.val_fraction) for t in texts]
-                    val.add(tok.encode_batch([t for t, h in zip(texts, held) if h]))
-                    texts = [t for t, h in zip(texts, held) if not h]
-                before = train.rows
-                train.add(tok.encode_batch(texts))
-                bar.update((train.rows - before) * T)
-                if train.full:
-                    break
-            if self.val_input is not None:
-                for texts in _batches(self._documents(self.val_input, self.hf["val_split"], skipped)):
-                    val.add(tok.encode_batch(texts))
-                    if val.full:
+        tmp = {s: self.paths[s].parent / f".{self.paths[s].name}.tmp-{uuid.uuid4().hex[:8]}" for s in splits}
+        self.paths[splits[0]].parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with ExitStack() as stack:
+                packers = {}
+                for s in splits:
+                    writer = stack.enter_context(ShardWriter(tmp[s], T + 1, tok.vocab_size, metadata={**meta, "split": s}))
+                    caps = self.caps[s]
+                    packers[s] = Packer(writer, T, tok.eot_id, None if caps is None else caps // T)
+                bar = stack.enter_context(tqdm(unit="doc", desc=f"tokenising {', '.join(self.paths[s].name for s in splits)}"))
+                for texts in document_batches(self._documents(origin, skipped)):
+                    groups: dict[str, list[str]] = {s: [] for s in splits}
+                    for text in texts:
+                        split = self._split_of(text) if origin == "train" else origin
+                        if split in groups:
+                            groups[split].append(text)
+                    for s, chosen in groups.items():
+                        if chosen and not packers[s].full:
+                            packers[s].add(tok.encode_batch(chosen))
+                    bar.update(len(texts))
+                    if all(p.full for p in packers.values()):
                         break
-            bar.close()
-            for name, packer in (("train", train), ("validation", val)):
-                if packer.rows == 0:
-                    raise ValueError(
-                        f"The {name} split of {self.cache_path.name} holds fewer than seq_len + 1 = {T + 1} tokens "
-                        f"({packer.tokens_in} read); give more data, a larger val_fraction or a val_source."
-                    )
-            summary = {"train": train.summary(), "val": val.summary(), "skipped_files": skipped}
-            train_w.manifest.metadata.update(summary["train"])
-            val_w.manifest.metadata.update(summary["val"])
+                for s, packer in packers.items():
+                    if packer.rows == 0:
+                        raise ValueError(
+                            f"The {s} split of {self._slug(self.hparams.source)} holds fewer than seq_len + 1 = "
+                            f"{T + 1} tokens ({packer.tokens_in} read); give more data, a larger {s}_fraction or a "
+                            f"{s}_source."
+                        )
+            for s in splits:
+                summary = packers[s].summary()
+                manifest = TokenShards(tmp[s]).manifest
+                manifest.metadata.update(summary)
+                manifest.save(tmp[s])
+                (tmp[s] / "cache.json").write_text(json.dumps({"inputs": self.key_inputs[s], **summary,
+                                                               "skipped_files": skipped}, indent=2))
+                self._publish(tmp[s], self.paths[s])
+                if self.caps[s] is not None and packers[s].rows < self.caps[s] // T:
+                    log.warning("Corpus exhausted: %d of the %d %s tokens asked for", packers[s].rows * T, self.caps[s], s)
+        finally:
+            for path in tmp.values():
+                if path.exists():
+                    shutil.rmtree(path)
         if skipped:
             log.warning("Skipped %d files that are not UTF-8, e.g. %s", len(skipped), skipped[0])
-        if max_rows is not None and train.rows < max_rows:
-            log.warning("Corpus exhausted: %d of the max_tokens=%d training tokens", train.rows * T, self.max_tokens)
-        return summary
+
+    @staticmethod
+    def _publish(tmp: Path, final: Path) -> None:
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "cache.json").is_file():
+                raise
+            log.info("Another process built %s first; using it", final)
+
+    # -- Lightning hooks
 
     def setup(self, stage: str | None = None) -> None:
-        if not (self.cache_path / "cache.json").is_file():
-            raise FileNotFoundError(
-                f"No token cache at {self.cache_path}; call prepare_data() first (trainer.fit does) "
-                "and make cache_dir a path every rank can read."
-            )
-        self.train_data = RowDataset(self.cache_path / "train")
-        self.val_data = RowDataset(self.cache_path / "val")
-        if len(self.train_data) < self.batch_size:
-            raise ValueError(f"{len(self.train_data)} training rows cannot fill one batch of {self.batch_size}")
+        for split in STAGE_SPLITS.get(stage or "fit", ("train", "val")):
+            if not self.is_built(split):
+                raise FileNotFoundError(
+                    f"No token cache at {self.paths[split]}; call prepare_data() first (trainer.fit does) "
+                    "and make cache_dir a path every rank can read."
+                )
+        if stage in (None, "fit") and len(RowDataset(self.paths["train"])) < self.batch_size:
+            raise ValueError(f"{len(RowDataset(self.paths['train']))} training rows cannot fill one batch of "
+                             f"{self.batch_size}")
 
-    def train_dataloader(self) -> DataLoader:
-        if self.train_data is None:
-            raise RuntimeError("call setup() before asking for dataloaders")
-        rank, world = self.rank_and_world()
-        rows = ShardRows(self.cache_path / "train", self.batch_size, self.seed)
-        return PositionedLoader(NumberedBatches(rows, rank, world), position=self.train_position,
-                                num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
+    def source(self, split: Split) -> BatchSource:
+        return ShardRows(self.split_path(split), self.batch_size, self.seed)
 
-    def val_dataloader(self) -> DataLoader:
-        if self.val_data is None:
-            raise RuntimeError("call setup() before asking for dataloaders")
-        return DataLoader(self.val_data, batch_size=self.batch_size, num_workers=self.num_workers,
+    def rows(self, split: Split) -> RowDataset:
+        return RowDataset(self.split_path(split))
+
+    def eval_loader(self, split: Split) -> DataLoader:
+        """Every row of a held-out split once, in order (Lightning shards it across ranks)."""
+        return DataLoader(self.rows(split), batch_size=self.batch_size, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())

@@ -13,7 +13,7 @@ import torch
 
 import datamodules.text as text
 from datamodules.shards import TokenShards
-from datamodules.text import TextDataModule, is_hf_name, is_validation, read_documents
+from datamodules.text import TextDataModule, document_position, is_hf_name, is_validation, read_documents
 from datamodules.tokenizers import _byte_decoder
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
@@ -59,7 +59,7 @@ def unpack(directory):
 
 
 def make(tmp_path, source, tok_dir, **kw):
-    kw = {"seq_len": 16, "batch_size": 2, "num_workers": 0, "cache_dir": str(tmp_path / "cache"), **kw}
+    kw = {"seq_len": 16, "batch_size": 2, "num_workers": 0, "cache_dir": str(tmp_path / "cache"), "test_fraction": 0.0, **kw}
     return TextDataModule(source, tokenizer=tok_dir, **kw)
 
 
@@ -71,12 +71,12 @@ def test_rows_are_the_eot_joined_token_stream(tmp_path, tok_dir):
     dm.prepare_data()
     tok = dm.tokenizer
     for split, ds in (("train", docs), ("val", val_docs)):
-        flat, rows = unpack(dm.cache_path / split)
+        flat, rows = unpack(dm.split_path(split))
         expected = stream(tok, ds)
         assert flat == expected[: rows * 16 + 1]
         assert len(expected) - (rows * 16 + 1) < 16  # only an incomplete tail is dropped
-    summary = json.loads((dm.cache_path / "cache.json").read_text())
-    assert summary["train"]["documents"] == 40
+    summary = json.loads((dm.split_path("train") / "cache.json").read_text())
+    assert summary["documents"] == 40
 
 
 def test_batches_follow_the_contract_and_shuffle_with_the_seed(tmp_path, tok_dir):
@@ -91,10 +91,10 @@ def test_batches_follow_the_contract_and_shuffle_with_the_seed(tmp_path, tok_dir
         assert torch.equal(batch["labels"][:, :-1], batch["input_ids"][:, 1:])
         firsts.append(batch["input_ids"])
     assert torch.equal(firsts[0], firsts[1]) and not torch.equal(firsts[0], firsts[2])
-    n = len(dms[0].train_data)
+    n = len(dms[0].rows("train"))
     it = iter(dms[0].train_dataloader())
     stream = [tuple(r.tolist()) for _ in range(n) for r in next(it)["input_ids"]]  # 2n rows: two passes
-    rows = Counter(tuple(dms[0].train_data[i]["input_ids"].tolist()) for i in range(n))
+    rows = Counter(tuple(dms[0].rows("train")[i]["input_ids"].tolist()) for i in range(n))
     first, second = stream[:n], stream[n:]
     assert Counter(first) == rows == Counter(second)  # every row exactly once per pass
     assert first != second  # and each pass in a fresh order
@@ -110,7 +110,7 @@ def test_hash_split_holds_out_whole_documents(tmp_path, tok_dir):
     assert 10 < len(held) < 80 and not set(held) & set(kept)
     tok = dm.tokenizer
     for split, ds in (("train", kept), ("val", held)):
-        flat, rows = unpack(dm.cache_path / split)
+        flat, rows = unpack(dm.split_path(split))
         assert flat == stream(tok, ds)[: rows * 8 + 1]
 
 
@@ -118,23 +118,23 @@ def test_cache_is_reused_and_rebuilt_only_when_inputs_change(tmp_path, tok_dir, 
     src = write_jsonl(tmp_path / "a.jsonl", documents(50))
     first = make(tmp_path, src, tok_dir)
     first.prepare_data()
-    manifest = first.cache_path / "train" / "manifest.json"
+    manifest = first.split_path("train") / "manifest.json"
     stamp = manifest.stat().st_mtime_ns
 
     again = make(tmp_path, src, tok_dir)
     calls = []
     monkeypatch.setattr(again.tokenizer, "encode_batch", lambda texts: calls.append(texts))
     again.prepare_data()
-    assert again.cache_path == first.cache_path and not calls
+    assert again.split_path("train") == first.split_path("train") and not calls
     assert manifest.stat().st_mtime_ns == stamp
 
-    assert make(tmp_path, src, tok_dir, seq_len=8).cache_path != first.cache_path
-    assert make(tmp_path, src, tok_dir, max_tokens=64).cache_path != first.cache_path
+    assert make(tmp_path, src, tok_dir, seq_len=8).split_path("train") != first.split_path("train")
+    assert make(tmp_path, src, tok_dir, max_tokens=64).split_path("train") != first.split_path("train")
     write_jsonl(src, documents(60))
     changed = make(tmp_path, src, tok_dir)
-    assert changed.cache_path != first.cache_path
+    assert changed.split_path("train") != first.split_path("train")
     changed.prepare_data()
-    assert manifest.is_file() and (changed.cache_path / "cache.json").is_file()  # the old cache is kept
+    assert manifest.is_file() and (changed.split_path("train") / "cache.json").is_file()  # the old cache is kept
     assert not list((tmp_path / "cache").glob(".*tmp*"))
 
 
@@ -142,7 +142,7 @@ def test_max_tokens_caps_training_rows(tmp_path, tok_dir):
     dm = make(tmp_path, write_jsonl(tmp_path / "a.jsonl", documents(200)), tok_dir, max_tokens=100)
     dm.prepare_data()
     dm.setup()
-    assert len(dm.train_data) == 100 // 16
+    assert len(dm.rows("train")) == 100 // 16
 
 
 def test_missing_inputs_fail_at_once(tmp_path, tok_dir):
@@ -169,7 +169,7 @@ def test_wrong_field_and_too_little_data_fail_clearly(tmp_path, tok_dir):
     tiny = make(tmp_path, write_jsonl(tmp_path / "t.jsonl", ["ab"]), tok_dir)
     with pytest.raises(ValueError, match="fewer than seq_len"):
         tiny.prepare_data()
-    assert not tiny.cache_path.exists()
+    assert not tiny.split_path("train").exists()
 
 
 @pytest.mark.parametrize("suffix,opener", [(".jsonl.gz", gzip.open), (".jsonl.xz", lzma.open), (".jsonl.bz2", bz2.open)])
@@ -197,13 +197,14 @@ def test_code_directory_one_document_per_file(tmp_path, tok_dir):
     (code / "notes.bin").write_bytes(b"\x00\x01")  # not a corpus kind: ignored in a directory
     (code / "pkg" / "latin1.py").write_bytes(b"# caf\xe9\n")  # not UTF-8: skipped and reported
     dm = make(tmp_path, str(code), tok_dir, val_fraction=0.2)
-    assert len(dm.train_input) == 31
+    assert len(dm.inputs["train"]) == 31
     dm.prepare_data()
-    summary = json.loads((dm.cache_path / "cache.json").read_text())
+    summary = json.loads((dm.split_path("train") / "cache.json").read_text())
     assert summary["skipped_files"] == [str(code / "pkg" / "latin1.py")]
-    assert summary["train"]["documents"] + summary["val"]["documents"] == 30
+    val_summary = json.loads((dm.split_path("val") / "cache.json").read_text())
+    assert summary["documents"] + val_summary["documents"] == 30
     excluded = make(tmp_path, str(code), tok_dir, exclude=["*/m1*.py"])
-    assert len(excluded.train_input) == 31 - 11
+    assert len(excluded.inputs["train"]) == 31 - 11
 
 
 def test_parquet(tmp_path):
@@ -242,7 +243,7 @@ def test_hf_source_is_streamed_through_load_dataset(tmp_path, tok_dir, monkeypat
     dm = make(tmp_path, "allenai/c4", tok_dir, hf_subset="en", val_source="allenai/c4")
     dm.prepare_data()
     assert calls == [("allenai/c4", "en", "train", True), ("allenai/c4", "en", "validation", True)]
-    flat, rows = unpack(dm.cache_path / "val")
+    flat, rows = unpack(dm.split_path("val"))
     assert flat == stream(dm.tokenizer, val_docs)[: rows * 16 + 1]
 
 
@@ -250,10 +251,10 @@ def test_row_dataset_pickles_without_data(tmp_path, tok_dir):
     dm = make(tmp_path, write_jsonl(tmp_path / "a.jsonl", documents(100)), tok_dir)
     dm.prepare_data()
     dm.setup()
-    dm.train_data[0]
-    clone = pickle.loads(pickle.dumps(dm.train_data))
-    assert len(pickle.dumps(dm.train_data)) < 1000
-    assert torch.equal(clone[3]["input_ids"], dm.train_data[3]["input_ids"])
+    dm.rows("train")[0]
+    clone = pickle.loads(pickle.dumps(dm.rows("train")))
+    assert len(pickle.dumps(dm.rows("train"))) < 1000
+    assert torch.equal(clone[3]["input_ids"], dm.rows("train")[3]["input_ids"])
     assert pickle.loads(pickle.dumps(dm)).tokenizer.encode("abc") == dm.tokenizer.encode("abc")  # spawn-safe
 
 
@@ -285,3 +286,31 @@ def test_trainer_runs_prepare_setup_and_both_loaders(tmp_path, tok_dir):
     L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
               enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=2, val_check_interval=2).fit(model, datamodule=dm)
     assert model.batches["train"] == 3 and model.batches["val"] >= 1
+
+
+def test_splits_are_cached_apart_and_test_is_carved_after_validation(tmp_path, tok_dir, monkeypatch):
+    docs = documents(400)
+    src = write_jsonl(tmp_path / "a.jsonl", docs)
+    dm = make(tmp_path, src, tok_dir, val_fraction=0.1, test_fraction=0.1, seq_len=8)
+    dm.prepare_data()  # fit: train + val only
+    assert dm.is_built("train") and dm.is_built("val") and not dm.is_built("test")
+    positions = {d: document_position(d) for d in docs}
+    tok = dm.tokenizer
+    expected = {"train": [d for d in docs if positions[d] >= 0.2], "val": [d for d in docs if positions[d] < 0.1],
+                "test": [d for d in docs if 0.1 <= positions[d] < 0.2]}
+    dm.prepare_splits(["test"])
+    for split, ds in expected.items():
+        flat, rows = unpack(dm.split_path(split))
+        assert flat == stream(tok, ds)[: rows * 8 + 1], split
+    assert len(list(dm.test_dataloader())) >= 1
+    # building one split reads and tokenises only that split's text (here a new validation source)
+    other = make(tmp_path, src, tok_dir, val_source=str(write_jsonl(tmp_path / "v.jsonl", documents(30, seed=5))),
+                 test_fraction=0.1, seq_len=8)
+    assert other.split_path("val") != dm.split_path("val")
+    calls = []
+    monkeypatch.setattr(other.tokenizer, "encode_batch", lambda texts: calls.append(texts) or tok.encode_batch(texts))
+    other.prepare_splits(["val"])
+    assert calls and all(t not in docs for batch in calls for t in batch)  # only the new validation text
+    no_test = make(tmp_path, src, tok_dir, test_fraction=0.0)
+    with pytest.raises(ValueError, match="no test split"):
+        no_test.test_dataloader()
