@@ -38,11 +38,11 @@ def main() -> None:
         loaded = time.perf_counter()
         dm.prepare_data()
         built = time.perf_counter()
-        summary = json.loads((dm.cache_path / "cache.json").read_text())
+        summary = {s: json.loads((dm.split_path(s) / "cache.json").read_text()) for s in ("train", "val")}
         tokens = summary["train"]["tokens_read"] + summary["val"]["tokens_read"]
         docs = summary["train"]["documents"] + summary["val"]["documents"]
         print(json.dumps({
-            "cache": str(dm.cache_path),
+            "cache": str(dm.split_path("train").parent),
             "tokenizer": dm.tokenizer.name,
             "documents": docs,
             "tokens": tokens,
