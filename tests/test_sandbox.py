@@ -1,0 +1,217 @@
+"""Hostile programs are contained and scored as failures; the pytest process is unharmed."""
+
+import os
+import socket
+
+import pytest
+
+from evaluation import sandbox as sandbox_module
+from evaluation.sandbox import Job, Limits, Sandbox, detect_isolation, run
+
+ISOLATION = detect_isolation()
+needs_bwrap = pytest.mark.skipif(ISOLATION != "bwrap", reason="bubblewrap cannot create namespaces here")
+needs_netns = pytest.mark.skipif(ISOLATION == "none", reason="no network namespace (bubblewrap or unshare) here")
+# kill(-1) / signals to the host are only safe to try where a PID namespace or another uid contains them.
+contains_signals = pytest.mark.skipif(ISOLATION != "bwrap" and os.geteuid() != 0,
+                                      reason="without bubblewrap or root a program could signal this process")
+
+TEST = "def check(candidate):\n    assert candidate(2) == 4\n    assert candidate(5) == 10\n"
+RIGHT = "def double(x):\n    return 2 * x\n"
+WRONG = "def double(x):\n    return x + 2\n"
+
+
+@pytest.fixture(scope="module")
+def box():
+    with Sandbox(workers=2, limits=Limits(timeout=1.0)) as sandbox:
+        yield sandbox
+
+
+def check(box, program, test=TEST, entry_point="double"):
+    return box.run(Job(program, test, entry_point))
+
+
+def test_right_passes_and_wrong_fails_with_reason(box):
+    assert check(box, RIGHT) == (True, "passed")
+    assert check(box, WRONG) == (False, "failed: AssertionError")
+    assert check(box, "def double(x):\n    return 1 / 0\n").reason == "failed: ZeroDivisionError: division by zero"
+    assert check(box, "def double(x:\n").reason.startswith("failed: SyntaxError")
+    assert check(box, "def halve(x):\n    return x\n").reason == "failed: NameError: name 'double' is not defined"
+
+
+def test_program_without_check_passes_only_when_it_runs_to_the_end(box):
+    assert box.run(Job("x = sum(range(10))\nassert x == 45\n")).passed
+    assert not box.run(Job("assert 1 == 2\n")).passed
+
+
+def test_infinite_loop_times_out_and_next_program_is_fine(box):
+    assert check(box, RIGHT + "while True:\n    pass\n") == (False, "timed out")
+    assert check(box, RIGHT).passed
+
+
+def test_sleeping_past_the_timeout_times_out(box):
+    assert check(box, "import time\ntime.sleep(30)\n" + RIGHT) == (False, "timed out")
+
+
+def test_fork_bomb_is_bounded_by_the_process_limit(box):
+    bomb = "import os\nwhile True:\n    os.fork()\n"
+    result = check(box, bomb + RIGHT)
+    assert not result.passed
+    assert check(box, RIGHT).passed
+
+
+def test_memory_bomb_fails(box):
+    assert check(box, "block = bytearray(1 << 34)\n" + RIGHT) == (False, "failed: MemoryError")
+    growing = check(box, "import mmap\nblocks = [mmap.mmap(-1, 1 << 27) for _ in range(64)]\n" + RIGHT)
+    assert not growing.passed and "Cannot allocate memory" in growing.reason, growing
+
+
+def test_writes_outside_the_working_directory_do_not_happen(box, tmp_path):
+    target = tmp_path / "escaped.txt"
+    program = f"open({str(target)!r}, 'w').write('x')\n" + RIGHT
+    assert not check(box, program).passed
+    assert not target.exists()
+    assert not check(box, "open('/usr/escaped', 'w')\n" + RIGHT).passed
+
+
+def test_working_directory_is_private_empty_and_writable(box):
+    program = ("import os\nassert os.listdir('.') == []\nopen('scratch.txt', 'w').write('x')\n"
+               "assert oct(os.stat('.').st_mode & 0o777) == '0o700'\n" + RIGHT)
+    assert check(box, program).passed
+    assert check(box, program).passed  # the first one's file is gone: a fresh directory again
+
+
+@needs_bwrap
+def test_temporary_directories_are_removed_afterwards(box):
+    program = "import os\nassert os.listdir('/tmp') == [os.path.basename(os.getcwd())], os.listdir('/tmp')\n" + RIGHT
+    for _ in range(3):
+        assert check(box, "open('left.txt', 'w').write('x')\n" + RIGHT).passed
+        assert check(box, program).passed
+
+
+def test_environment_is_clean(box, monkeypatch):
+    monkeypatch.setenv("SANDBOX_TEST_SECRET", "hunter2")
+    with Sandbox(workers=1, limits=Limits(timeout=1.0)) as fresh:
+        program = "import os\nassert not [k for k in os.environ if 'SECRET' in k], os.environ\n" + RIGHT
+        assert fresh.run(Job(program, TEST, "double")).passed
+
+
+@needs_netns
+def test_network_connection_to_a_local_port_does_not_arrive(box):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        program = (f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=0.5).sendall(b'hi')\n"
+                   + RIGHT)
+        result = check(box, program)
+        listener.settimeout(0.0)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    assert not result.passed and "Connection" in result.reason, result
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_signal_to_the_parent_is_contained(box, signal_name):
+    program = f"import os, signal\nos.kill(os.getppid(), signal.{signal_name})\n" + WRONG
+    assert not check(box, program).passed
+    assert check(box, RIGHT).passed
+
+
+@contains_signals
+def test_signals_to_everything_and_to_pytest_are_contained(box):
+    for program in (f"import os\nos.kill({os.getpid()}, 9)\n", "import os\nos.kill(-1, 9)\n"):
+        try:
+            check(box, program + WRONG)
+        finally:
+            assert check(box, RIGHT).passed  # pytest is alive to run this line, and the pool still works
+
+
+@pytest.mark.parametrize("cheat", [
+    "import sys\nsys.exit(0)\n",
+    "raise SystemExit(0)\n",
+    "import os\nos._exit(0)\n",
+    "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n",
+    "print('passed')\nimport os\nos._exit(0)\n",
+    "import os\nos.write(4, b'0' * 32)\nos._exit(0)\n",
+    "import sys\nsys.audit('sandbox.finish')\n",
+    "import builtins, sys, functools\nbuiltins.__del__ = functools.partial(sys.audit, 'sandbox.finish')\n",
+    "import atexit, os\natexit.register(os._exit, 0)\n",
+    "def check(candidate):\n    pass\n",
+    "import builtins\nbuiltins.AssertionError = type('Fine', (Exception,), {})\n",
+    "__builtins__ = {'__build_class__': __build_class__}\n",
+    "import math, sys\nsys.modules['math'] = None\n",
+    "import sys\nf = sys._getframe(1)\n",
+    "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    f = e.__traceback__.tb_frame.f_back\n",
+    "import gc\nobjects = gc.get_objects()\n",
+    "import sys\nsys.settrace(lambda *a: None)\n",
+    "import sys\nsys.addaudithook(lambda *a: None)\n",
+    "import signal\nsignal.signal(signal.SIGALRM, lambda *a: None)\n",
+    "import ctypes\n",
+    "import subprocess\n",
+    "import os\nos.execv('/bin/true', ['true'])\n",
+    "import threading\nthreading.Thread(target=print).start()\n",
+    "import os\nif os.fork() == 0:\n    def double(x):\n        return 2 * x\n",
+])
+def test_cheats_score_a_fail(box, cheat):
+    """Each would 'pass' a harness that trusts exit codes, output or the program's own check."""
+    result = check(box, cheat + WRONG)
+    assert not result.passed, result
+
+
+def test_cheat_inside_the_candidate_during_the_check_fails(box):
+    for body in ("raise SystemExit(0)", "import os; os._exit(0)",
+                 "import builtins; builtins.abs = lambda v: 0; return x + 2"):
+        program = f"def double(x):\n    {body}\n"
+        test = "def check(candidate):\n    assert abs(candidate(2) - 4) < 1e-9\n"
+        assert not check(box, program, test).passed
+
+
+def test_patched_builtins_is_reported_as_tampering(box):
+    result = check(box, "import builtins\nbuiltins.len = lambda x: 0\n" + RIGHT)
+    assert result == (False, "tampered with the harness: changed builtins.len")
+
+
+def test_hostile_jobs_do_not_change_the_verdicts_of_others(box):
+    hostile = ["import os\nwhile True:\n    os.fork()\n", "while True:\n    pass\n", "import os\nos._exit(0)\n"]
+    jobs = [Job(RIGHT, TEST, "double") if n % 2 else Job(hostile[n // 2 % 3] + RIGHT, TEST, "double") for n in range(12)]
+    results = box.run_many(jobs)
+    assert [r.passed for r in results] == [bool(n % 2) for n in range(12)]
+
+
+def test_stdlib_that_inspects_frames_still_works(box):
+    program = ("import collections, enum, typing, dataclasses, warnings\nP = collections.namedtuple('P', 'a')\n"
+               "class C(enum.Enum):\n    A = 1\nT = typing.TypeVar('T')\n"
+               "@dataclasses.dataclass\nclass D:\n    x: int\n" + RIGHT)
+    assert check(box, program) == (True, "passed")
+
+
+def test_limits_reject_bad_values():
+    with pytest.raises(ValueError, match="timeout"):
+        Limits(timeout=0)
+    with pytest.raises(ValueError, match="processes"):
+        Limits(processes=0)
+    with pytest.raises(ValueError, match="isolation"):
+        Sandbox(isolation="chroot")
+    with pytest.raises(ValueError, match="workers"):
+        Sandbox(workers=0)
+
+
+def test_one_off_run_uses_its_own_limits():
+    assert run(RIGHT, TEST, "double", limits=Limits(timeout=1.0)).passed
+    assert run("import time\ntime.sleep(5)\n", limits=Limits(timeout=0.5)) == (False, "timed out")
+
+
+def test_warning_without_isolation_is_printed_once(monkeypatch, capsys):
+    monkeypatch.setattr(sandbox_module, "_warned", False)
+    with pytest.warns(RuntimeWarning):
+        sandbox_module._warn_unisolated()
+    sandbox_module._warn_unisolated()
+    assert capsys.readouterr().err.count("SANDBOX WARNING") == 1
+
+
+def test_unisolated_mode_still_scores(monkeypatch):
+    monkeypatch.setattr(sandbox_module, "_warned", True)  # the warning itself is tested above
+    with Sandbox(workers=1, limits=Limits(timeout=1.0), isolation="none") as plain:
+        assert plain.run(Job(RIGHT, TEST, "double")).passed
+        assert plain.run(Job("import sys\nsys.exit(0)\n" + WRONG, TEST, "double")) == (
+            False, "exited early: SystemExit(0)")
