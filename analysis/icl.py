@@ -29,6 +29,17 @@ def token_losses(model, rows: torch.Tensor, batch_size: int = 8) -> torch.Tensor
     return torch.cat(out)
 
 
+@torch.no_grad()
+def batch_losses(model, input_ids: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """[B, T] float32 losses of a training batch (labels already shifted), NaN where no target (``ignore_index``):
+    column t holds loss_{t+1}, the same layout as :func:`token_losses`."""
+    device = next(model.parameters()).device
+    logits = model(input_ids.to(device)).float()
+    labels = labels.to(device)
+    losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten().clamp(min=0), reduction="none").view(labels.shape)
+    return losses.masked_fill(labels == ignore_index, float("nan")).cpu()
+
+
 def document_rows(documents: Iterable[list[int]], length: int, limit: int) -> torch.Tensor:
     """The first ``length`` ids of up to ``limit`` documents that have at least that many ([N, length])."""
     rows = []
@@ -57,10 +68,10 @@ def icl_summary(losses: torch.Tensor, early: int = 50, late: int = 500) -> dict:
         raise ValueError(f"rows give loss_t only up to t = {losses.shape[1]}, need t = {late}: feed rows of >= {late + 1} tokens")
     if not 1 <= early < late:
         raise ValueError(f"need 1 <= early < late, got early={early}, late={late}")
-    curve = losses.mean(0)
+    curve = losses.nanmean(0)
     t = np.arange(1, len(curve) + 1)
     return {
-        "icl_score": float(losses[:, late - 1].mean() - losses[:, early - 1].mean()),
+        "icl_score": float(curve[late - 1] - curve[early - 1]),
         "icl_early": early, "icl_late": late, "documents": int(losses.shape[0]),
         "loss_by_position": curve.tolist(),
         "slope_vs_log_t": loss_slope(curve.numpy(), np.log(t)),
@@ -68,12 +79,13 @@ def icl_summary(losses: torch.Tensor, early: int = 50, late: int = 500) -> dict:
 
 
 def frame_losses(losses: torch.Tensor, frame_len: int) -> torch.Tensor:
-    """[frames] mean loss of the targets inside each frame; target position p (1..T-1) lies in frame p // frame_len."""
-    position = torch.arange(1, losses.shape[1] + 1)
-    frame = position // frame_len
-    sums = torch.zeros(int(frame.max()) + 1).index_add_(0, frame, losses.sum(0).float())
-    counts = torch.bincount(frame).float() * losses.shape[0]
-    return sums / counts
+    """[frames] mean loss of the targets inside each frame (NaN losses = no target are skipped); column c holds
+    target position p = c + 1, which lies in frame p // frame_len."""
+    frame = torch.arange(1, losses.shape[1] + 1) // frame_len
+    present = ~losses.isnan()
+    sums = torch.zeros(int(frame.max()) + 1).index_add_(0, frame, losses.nan_to_num().sum(0).float())
+    counts = torch.zeros(len(sums)).index_add_(0, frame, present.sum(0).float())
+    return sums / counts  # NaN for a frame without targets
 
 
 def nca_summary(losses: torch.Tensor, frame_len: int) -> dict:
@@ -84,7 +96,7 @@ def nca_summary(losses: torch.Tensor, frame_len: int) -> dict:
     return {
         "loss_by_frame": per_frame.tolist(), "frame_len": frame_len, "sequences": int(losses.shape[0]),
         "frame_slope": loss_slope(per_frame[1:].numpy(), frames[1:]),
-        "loss_by_position": losses.mean(0).tolist(),
+        "loss_by_position": losses.nanmean(0).tolist(),
     }
 
 
