@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from torch import nn
 
-from lit_modules.causal_lm import init_std
+from lit_modules.causal_lm import init_std, is_norm
 from lit_modules.transfer import (
     assign_,
     check_parts,
@@ -32,8 +32,6 @@ from lit_modules.transfer import (
     summarize_names,
 )
 
-_NORM_CLASSES = ("RMSNorm", "LayerNorm")
-
 
 def init_value(model: nn.Module, name: str, shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
     """A fresh full (CPU, fp32) value for one tensor, by litgpt's pre-training scheme.
@@ -43,7 +41,7 @@ def init_value(model: nn.Module, name: str, shape: torch.Size, generator: torch.
     """
     owner_name, _, leaf = name.rpartition(".")
     owner = resolve(model, owner_name)
-    if type(owner).__name__ in _NORM_CLASSES:
+    if is_norm(owner):
         return torch.ones(shape) if leaf == "weight" else torch.zeros(shape)
     if leaf == "bias":
         return torch.zeros(shape)

@@ -12,7 +12,7 @@ import dataclasses
 import math
 from contextlib import nullcontext
 from functools import partial
-from typing import Any, Literal, Optional, TypedDict
+from typing import Any, Optional, TypedDict
 
 import lightning as L
 import torch
@@ -23,10 +23,22 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from litgpt.config import Config
 from litgpt.model import GPT, RMSNorm
-from litgpt.utils import reset_parameters
+from litgpt.utils import instantiate_torch_optimizer, reset_parameters
 from torch import nn
+from torchmetrics.aggregation import MeanMetric
 
-IGNORE_INDEX = -100
+from datamodules.shards import IGNORE_INDEX
+
+NORM_TYPES = (nn.LayerNorm, RMSNorm)
+OPTIMIZER_HELP = (
+    "model.optimizer takes a class path (AdamW, torch.optim.AdamW, bitsandbytes.optim.AdamW8bit) or "
+    "{class_path, init_args}"
+)
+
+
+def is_norm(module: nn.Module) -> bool:
+    """The one test for normalisation layers (no weight decay; ones when re-initialised)."""
+    return isinstance(module, NORM_TYPES)
 
 
 class ModelConfig(TypedDict, total=False):
@@ -132,10 +144,16 @@ class CausalLM(L.LightningModule):
     Args:
         config: model sizes (see ``ModelConfig``); the vocabulary normally comes from ``vocab_size``.
         vocab_size: the data's vocabulary (linked from ``data.vocab_size`` by the CLI).
-        optimizer: ``adamw`` (torch) or ``bnb_adamw8bit`` (bitsandbytes 8-bit AdamW).
-        lr, min_lr: peak learning rate and the floor the cosine decays to.
-        warmup_steps / warmup_fraction: linear warm-up length, in steps or as a fraction of max_steps (not both).
-        betas, eps, weight_decay: AdamW settings; weight decay never applies to norm weights.
+        optimizer: the optimiser's class path (``AdamW`` = ``torch.optim.AdamW``; ``bitsandbytes.optim.AdamW8bit``
+            for 8-bit AdamW with the ``[bnb]`` extra) or ``{class_path, init_args}``; lr, betas, eps and
+            weight_decay below are passed to it where it takes them (litgpt's ``instantiate_torch_optimizer``).
+        lr: peak learning rate, reached at the end of the warm-up.
+        min_lr: the floor the cosine decays to at ``trainer.max_steps``.
+        warmup_steps: linear warm-up length in optimizer steps (or use warmup_fraction, not both).
+        warmup_fraction: linear warm-up length as a fraction of ``trainer.max_steps``.
+        betas: Adam's moment decay rates (beta1, beta2).
+        eps: Adam's denominator epsilon.
+        weight_decay: decoupled weight decay; never applied to norm weights.
         init_from: weights of an earlier stage, loaded at the start of a fresh (non-resumed) fit.
         reinit_embeddings: re-create the embedding and head when loading ``init_from`` (vocabulary changes).
     """
@@ -144,7 +162,7 @@ class CausalLM(L.LightningModule):
         self,
         config: Optional[ModelConfig] = None,
         vocab_size: Optional[int] = None,
-        optimizer: Literal["adamw", "bnb_adamw8bit"] = "adamw",
+        optimizer: str | dict = "AdamW",
         lr: float = 3e-4,
         min_lr: float = 0.0,
         warmup_steps: Optional[int] = None,
@@ -162,8 +180,8 @@ class CausalLM(L.LightningModule):
             raise ValueError(f"`warmup_fraction` must lie in [0, 1), got {warmup_fraction}.")
         if not 0.0 <= min_lr <= lr:
             raise ValueError(f"`min_lr` must lie in [0, lr={lr}], got {min_lr}.")
-        if optimizer not in ("adamw", "bnb_adamw8bit"):
-            raise ValueError(f"Unknown optimizer {optimizer!r}; choose 'adamw' or 'bnb_adamw8bit'.")
+        if isinstance(optimizer, dict) and "class_path" not in optimizer or not isinstance(optimizer, (str, dict)):
+            raise ValueError(f"Unknown optimizer {optimizer!r}: {OPTIMIZER_HELP}.")
         self.save_hyperparameters()
         # Built here (cheap, no tensors) so that a too-small vocabulary fails before any training starts.
         self.model_config = build_config(config, vocab_size)
@@ -172,7 +190,7 @@ class CausalLM(L.LightningModule):
         self.model: Optional[GPT] = None
         self._tokens_seen = torch.zeros((), dtype=torch.int64)
         self._flops: dict[tuple, int] = {}
-        self._eval_sums: Optional[torch.Tensor] = None
+        self.eval_loss = MeanMetric()  # token-weighted over the whole split, summed across ranks
 
     # ----------------------------------------------------------------------------------------------- model
     def configure_model(self) -> None:
@@ -242,18 +260,15 @@ class CausalLM(L.LightningModule):
 
     # ---------------------------------------------------------------------------------------------- eval
     def _eval_step(self, batch: dict[str, torch.Tensor]) -> None:
-        # Token-weighted over the whole set: sum of losses and count of supervised targets.
-        loss_sum = self._losses(batch, reduction="sum").float()
-        count = (batch["labels"] != IGNORE_INDEX).sum().float()
-        sums = torch.stack([loss_sum, count])
-        self._eval_sums = sums if self._eval_sums is None else self._eval_sums + sums
+        count = (batch["labels"] != IGNORE_INDEX).sum()
+        if count:
+            self.eval_loss.update(self._losses(batch, reduction="sum").float() / count, weight=count.float())
 
     def _log_eval(self, stage: str) -> None:
-        if self._eval_sums is None:
+        if self.eval_loss.update_count == 0:
             return
-        sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum")
-        self._eval_sums = None
-        loss = sums[0] / sums[1].clamp(min=1)
+        loss = self.eval_loss.compute()
+        self.eval_loss.reset()
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=False)
         self.log(f"{stage}/ppl", loss.exp(), sync_dist=False)
 
@@ -264,7 +279,7 @@ class CausalLM(L.LightningModule):
         self._eval_step(batch)
 
     def on_validation_epoch_start(self) -> None:
-        self._eval_sums = None
+        self.eval_loss.reset()
 
     on_test_epoch_start = on_validation_epoch_start
 
@@ -300,26 +315,21 @@ class CausalLM(L.LightningModule):
     # ------------------------------------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        norm_params = {id(p) for m in self.model.modules() if isinstance(m, (nn.LayerNorm, RMSNorm))
-                       for p in m.parameters(recurse=False)}
+        norm_params = {id(p) for m in self.model.modules() if is_norm(m) for p in m.parameters(recurse=False)}
         params = [p for p in self.model.parameters() if p.requires_grad]
         groups = [
             {"params": [p for p in params if id(p) not in norm_params], "weight_decay": hp.weight_decay},
             {"params": [p for p in params if id(p) in norm_params], "weight_decay": 0.0},
         ]
-        kwargs = dict(lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
-        if hp.optimizer == "bnb_adamw8bit":
-            try:
-                import bitsandbytes as bnb
-            except ImportError as err:
-                raise ImportError(
-                    "`optimizer: bnb_adamw8bit` needs bitsandbytes: `pip install -e \".[bnb]\"`, "
-                    "or use `optimizer: adamw`."
-                ) from err
-            optimizer = bnb.optim.AdamW8bit(groups, **kwargs)
-        else:
-            fused = self.device.type == "cuda"
-            optimizer = torch.optim.AdamW(groups, fused=fused or None, **kwargs)
+        kwargs = dict(lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, weight_decay=hp.weight_decay)
+        if self.device.type == "cuda":
+            kwargs["fused"] = True  # dropped for optimisers that do not take it
+        spec = {"init_args": {}, **hp.optimizer} if isinstance(hp.optimizer, dict) else hp.optimizer
+        try:
+            optimizer = instantiate_torch_optimizer(spec, groups, **kwargs)
+        except (ImportError, AttributeError) as err:
+            hint = ' (pip install -e ".[bnb]")' if "bitsandbytes" in str(hp.optimizer) else ""
+            raise ImportError(f"cannot load optimizer {hp.optimizer!r}{hint}: {err}. {OPTIMIZER_HELP}.") from err
 
         total = self.trainer.max_steps
         if total is None or total < 0:

@@ -198,9 +198,21 @@ def test_bnb_optimizer_missing_gives_install_hint(tmp_path):
     if importlib.util.find_spec("bitsandbytes") is not None:
         pytest.skip("bitsandbytes is installed")
     dm = PatternDataModule()
-    module = CausalLM(config=TINY, vocab_size=dm.vocab_size, optimizer="bnb_adamw8bit")
+    module = CausalLM(config=TINY, vocab_size=dm.vocab_size, optimizer="bitsandbytes.optim.AdamW8bit")
     with pytest.raises(ImportError, match=r"pip install -e \"\.\[bnb\]\""):
         trainer(tmp_path, max_steps=1).fit(module, dm)
+
+
+def test_optimizer_is_a_class_path_with_init_args(tmp_path):
+    module = CausalLM(config=TINY, vocab_size=18, lr=0.01, weight_decay=0.1,
+                      optimizer={"class_path": "torch.optim.SGD", "init_args": {"momentum": 0.5}})
+    module.configure_model()
+    module.trainer = trainer(tmp_path, max_steps=5)
+    opt = module.configure_optimizers()["optimizer"]
+    assert type(opt) is torch.optim.SGD and opt.defaults["momentum"] == 0.5 and opt.defaults["lr"] == 0.01
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+    with pytest.raises(ValueError, match="class path"):
+        CausalLM(config=TINY, vocab_size=18, optimizer={"init_args": {}})
 
 
 def test_weight_decay_spares_norms(tmp_path):
