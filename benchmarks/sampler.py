@@ -1,0 +1,119 @@
+"""New tokens per second of ``lit_modules.sampling.sample`` against litgpt's own ``generate``, once per sample.
+
+    python benchmarks/sampler.py                                  # tiny model, 2 CPU threads, n = 64 x 250 tokens
+    python benchmarks/sampler.py --config 1.6b --device cuda      # the paper's model in bf16 on one GPU
+
+Both run on the same randomly initialised model (GPT-2 vocabulary, 50,257 ids), the same random prompt and the
+same settings (temperature 1, no stop tokens, so every sample runs its full length). The litgpt loop is timed
+on ``--baseline-n`` samples (its rate per token does not depend on how many); each method is timed
+``--repeats`` times and the table shows medians, since the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from lit_modules.causal_lm import build_config
+from lit_modules.sampling import SamplingConfig, sample
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "model"
+GPT2_VOCAB = 50257
+
+
+def build_model(name: str, device: torch.device, dtype: torch.dtype):
+    from litgpt.model import GPT
+
+    sizes = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["model"]["config"]
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = GPT(build_config(sizes, GPT2_VOCAB))
+    return model.to(dtype).eval()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_ours(model, prompt, args, device) -> float:
+    cfg = SamplingConfig(max_new_tokens=args.new_tokens, temperature=args.temperature, top_p=args.top_p)
+    sync(device)
+    start = time.perf_counter()
+    out = sample(model, [prompt], args.n, cfg, seed=0, batch_size=args.batch_size)
+    sync(device)
+    elapsed = time.perf_counter() - start
+    assert sum(len(c.tokens) for c in out[0]) == args.n * args.new_tokens
+    return elapsed
+
+
+def time_litgpt(model, prompt, args, device) -> float:
+    from litgpt.generate.base import generate
+
+    x = torch.tensor(prompt, device=device)
+    model.set_kv_cache(batch_size=1, device=device)
+    try:
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(args.baseline_n):
+            out = generate(model, x, len(prompt) + args.new_tokens, temperature=args.temperature, top_p=args.top_p,
+                           include_prompt=False)
+            assert len(out) == args.new_tokens
+        sync(device)
+        return time.perf_counter() - start
+    finally:
+        model.clear_kv_cache()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="tiny", help="a model size in configs/model (tiny, 160m, 400m, 1.6b)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (the project's CPU budget: 2)")
+    parser.add_argument("--n", type=int, default=64, help="samples of the one prompt")
+    parser.add_argument("--new-tokens", type=int, default=250)
+    parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--baseline-n", type=int, default=None,
+                        help="samples timed for the litgpt loop (default: 16 on CPU, 2 on GPU; 0 skips it)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but torch sees no GPU; run it on a GPU machine or use --device cpu")
+    torch.set_num_threads(args.threads)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    baseline_n = args.baseline_n if args.baseline_n is not None else (2 if device.type == "cuda" else 16)
+    args.baseline_n = baseline_n
+    model = build_model(args.config, device, dtype)
+    prompt = torch.randint(0, GPT2_VOCAB, (args.prompt_len,), generator=torch.Generator().manual_seed(0)).tolist()
+
+    warm = argparse.Namespace(**{**vars(args), "n": 2, "new_tokens": 4, "baseline_n": 1})
+    time_ours(model, prompt, warm, device)
+    ours = [args.n * args.new_tokens / time_ours(model, prompt, args, device) for _ in range(args.repeats)]
+    rows = [("lit_modules.sampling.sample", args.n, statistics.median(ours))]
+    if baseline_n > 0:
+        time_litgpt(model, prompt, warm, device)
+        theirs = [baseline_n * args.new_tokens / time_litgpt(model, prompt, args, device) for _ in range(args.repeats)]
+        rows.append(("litgpt generate, one call per sample", baseline_n, statistics.median(theirs)))
+
+    print(f"config {args.config}, {device.type} {str(dtype).removeprefix('torch.')}, threads {args.threads}, "
+          f"prompt {args.prompt_len} tokens, {args.new_tokens} new tokens per sample, batch {args.batch_size}, "
+          f"temperature {args.temperature}, top_p {args.top_p}, median of {args.repeats}")
+    print(f"{'method':<38} {'samples':>7} {'new tok/s':>10} {'speed-up':>9}")
+    base = rows[-1][2] if baseline_n > 0 else None
+    for name, n, rate in rows:
+        speed = f"{rate / base:.1f}x" if base else "-"
+        print(f"{name:<38} {n:>7} {rate:>10.0f} {speed:>9}")
+
+
+if __name__ == "__main__":
+    main()

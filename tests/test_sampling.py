@@ -1,0 +1,240 @@
+import json
+import pickle
+
+import pytest
+import torch
+from litgpt.model import GPT
+
+from datamodules.tokenizers import _byte_decoder, load_tokenizer
+from lit_modules.causal_lm import build_config
+from lit_modules.sampling import SamplingConfig, filtered_probs, inverse_cdf, sample
+
+VOCAB = 50
+
+
+def tiny_gpt(block_size: int = 48, seed: int = 0) -> GPT:
+    """fp32, grouped-query attention, a padded vocabulary (64 rows for 50 ids)."""
+    torch.manual_seed(seed)
+    config = build_config(dict(block_size=block_size, n_layer=2, n_embd=32, n_head=4, n_query_groups=2,
+                               intermediate_size=64, padded_vocab_size=64), VOCAB)
+    model = GPT(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(4)  # peakier distributions than the flat ones of a fresh init
+    return model
+
+
+PROMPTS = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10], [3] * 20, [7, 7]]
+
+
+def argmax_loop(model: GPT, prompt: list[int], new: int) -> list[int]:
+    """Greedy decoding the slow way: the whole sequence through the model, no KV cache."""
+    seq, out = list(prompt), []
+    with torch.inference_mode():
+        while len(out) < new and len(seq) < model.config.block_size:
+            token = int(model(torch.tensor([seq], device=model.lm_head.weight.device))[0, -1, :VOCAB].argmax())
+            out.append(token)
+            seq.append(token)
+    return out
+
+
+def tokens(result):
+    return [[c.tokens for c in per_prompt] for per_prompt in result]
+
+
+class RowCounter:
+    """Counts the rows the model runs: prefill calls (1-D input_pos) and decode rows (per-row positions)."""
+
+    def __init__(self, model: GPT):
+        self.prefill_rows = self.decode_rows = 0
+        model.register_forward_pre_hook(self, with_kwargs=True)
+
+    def __call__(self, module, args, kwargs):
+        idx, input_pos = args[0], args[1] if len(args) > 1 else kwargs.get("input_pos")
+        if input_pos is not None and input_pos.dim() == 1:
+            self.prefill_rows += idx.size(0)
+        elif input_pos is not None:
+            self.decode_rows += idx.size(0)
+
+
+def test_greedy_equals_the_argmax_loop_with_refills_and_compaction():
+    model = tiny_gpt()
+    cfg = SamplingConfig(max_new_tokens=30, temperature=0.0)
+    result = sample(model, PROMPTS, 3, cfg, batch_size=4)
+    for prompt, per_prompt in zip(PROMPTS, result):
+        expected = argmax_loop(model, prompt, 30)
+        assert [c.tokens for c in per_prompt] == [expected] * 3
+    assert model.transformer.h[0].attn.kv_cache is None and model.mask_cache is None  # the model is left clean
+
+
+@pytest.mark.parametrize("top_p, top_k", [(1.0, None), (0.8, None), (0.9, 10)])
+def test_a_sample_depends_only_on_seed_prompt_id_and_index(top_p, top_k):
+    model = tiny_gpt()
+    cfg = SamplingConfig(max_new_tokens=16, temperature=1.0, top_p=top_p, top_k=top_k)
+    whole = sample(model, PROMPTS, 3, cfg, seed=7, batch_size=64)
+    assert tokens(sample(model, PROMPTS, 3, cfg, seed=7, batch_size=1)) == tokens(whole)
+    assert tokens(sample(model, PROMPTS, 3, cfg, seed=7, batch_size=4)) == tokens(whole)
+    regrouped = sample(model, [PROMPTS[3], PROMPTS[1]], 3, cfg, seed=7, prompt_ids=[3, 1], batch_size=5)
+    assert tokens(regrouped) == [tokens(whole)[3], tokens(whole)[1]]
+    fewer = sample(model, PROMPTS, 2, cfg, seed=7, batch_size=2)  # sample j does not depend on n
+    assert tokens(fewer) == [per_prompt[:2] for per_prompt in tokens(whole)]
+    assert tokens(sample(model, PROMPTS, 3, cfg, seed=8)) != tokens(whole)
+    assert len({tuple(t) for t in tokens(whole)[0]}) > 1  # the samples of one prompt differ
+
+
+def test_first_tokens_follow_the_filtered_distribution():
+    model = tiny_gpt()
+    prompt = [1, 2, 3]
+    with torch.inference_mode():
+        logits = model(torch.tensor([prompt]))[0, -1, :VOCAB]
+    for cfg in (SamplingConfig(max_new_tokens=1, temperature=0.7), SamplingConfig(max_new_tokens=1, top_k=4)):
+        expected = filtered_probs(logits[None], cfg)[0]
+        drawn = torch.tensor([c.tokens[0] for c in sample(model, [prompt], 4000, cfg, batch_size=4000)[0]])
+        freq = torch.bincount(drawn, minlength=VOCAB).float() / len(drawn)
+        assert (freq - expected).abs().sum() < 0.08  # total variation of 4000 draws
+        assert bool((freq[expected == 0] == 0).all())
+
+
+def test_top_p_keeps_the_smallest_set_with_enough_mass():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(200, VOCAB, generator=gen) * 3
+    for p in (0.05, 0.5, 0.9, 0.99):
+        cfg = SamplingConfig(top_p=p)
+        kept = filtered_probs(logits, cfg) > 0
+        probs = torch.softmax(logits, -1)
+        mass = (probs * kept).sum(-1)
+        smallest = probs.masked_fill(~kept, 2.0).min(-1).values
+        assert bool((mass >= p - 1e-6).all())
+        assert bool((mass - smallest < p).all())  # without its least likely token the set falls short of p
+        worst_kept = probs.masked_fill(~kept, 2.0).min(-1).values
+        best_dropped = probs.masked_fill(kept, -1.0).max(-1).values
+        assert bool((worst_kept >= best_dropped).all())  # the most likely tokens are the ones kept
+    assert bool(((filtered_probs(logits, SamplingConfig(top_k=3)) > 0).sum(-1) == 3).all())
+
+
+def test_inverse_cdf_picks_the_first_index_past_the_target_and_never_a_zero_weight():
+    gen = torch.Generator().manual_seed(1)
+    weights = torch.rand(64, 300, generator=gen) * (torch.rand(64, 300, generator=gen) < 0.2)
+    weights[:, 7] += 1e-3
+    uniforms = torch.rand(64, generator=gen).clamp(1e-7, 1 - 1e-7)
+    cdf = weights.double().cumsum(-1)
+    expected = torch.searchsorted(cdf, (uniforms.double() * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
+    assert torch.equal(inverse_cdf(weights, uniforms, block=16), expected)
+    edge = torch.tensor([[0.5, 0.5, 0.0, 0.0]])
+    assert inverse_cdf(edge, torch.tensor([1 - 1e-7]), block=2).item() == 1
+    assert inverse_cdf(edge, torch.tensor([1e-9]), block=2).item() == 0
+
+
+def test_stop_ids_end_rows_early_and_finished_rows_stop_costing_compute():
+    model = tiny_gpt()
+    greedy = argmax_loop(model, PROMPTS[1], 30)
+    stop = greedy[6]
+    counter = RowCounter(model)
+    cfg = SamplingConfig(max_new_tokens=30, temperature=1.0, stop_ids=(stop,))
+    result = sample(model, PROMPTS, 5, cfg, seed=3, batch_size=4)  # 25 samples through 4 slots
+    sampled = 0
+    for prompt, per_prompt in zip(PROMPTS, result):
+        for c in per_prompt:
+            assert stop not in c.tokens
+            assert c.finish == "stop" or len(c.tokens) == min(30, model.config.block_size - len(prompt))
+            sampled += len(c.tokens) + (c.finish == "stop")
+    assert any(c.finish == "stop" for pp in result for c in pp)
+    assert counter.decode_rows == sampled - 25  # each sample's first token comes from its prompt's prefill
+    assert counter.prefill_rows == len(PROMPTS)  # one prefill per prompt, though its samples span refills
+    greedy_cfg = SamplingConfig(max_new_tokens=30, temperature=0.0, stop_ids=(stop,))
+    first = sample(model, [PROMPTS[1]], 1, greedy_cfg)[0][0]
+    assert first.tokens == greedy[: greedy.index(stop)] and first.finish == "stop"
+
+
+def letters(ids: list[int]) -> str:
+    return "".join(chr(ord("a") + i % 26) for i in ids)
+
+
+def test_stop_strings_cut_the_text_and_end_the_row():
+    model = tiny_gpt()
+    greedy = argmax_loop(model, PROMPTS[0], 30)
+    text = letters(greedy)
+    stop = text[8:10]
+    at = text.index(stop)
+    cfg = SamplingConfig(max_new_tokens=30, temperature=0.0, stop_strings=(stop, "never-there"))
+    c = sample(model, [PROMPTS[0]], 2, cfg, decode=letters)[0][1]
+    assert c.finish == "stop" and c.text == text[:at] and c.tokens == greedy[: at + len(stop)]
+    plain = sample(model, [PROMPTS[0]], 1, SamplingConfig(max_new_tokens=5, temperature=0.0), decode=letters)[0][0]
+    assert plain.text == letters(greedy[:5]) and plain.finish == "length"
+    assert sample(model, [PROMPTS[0]], 1, SamplingConfig(max_new_tokens=5))[0][0].text is None
+
+
+def test_max_new_tokens_never_passes_the_context():
+    model = tiny_gpt(block_size=24)
+    cfg = SamplingConfig(max_new_tokens=10, temperature=1.0)
+    near_end, full, short = [5] * 21, [5] * 24, [5] * 14
+    result = sample(model, [near_end, full, short], 2, cfg, batch_size=3)
+    assert [len(c.tokens) for c in result[0]] == [3, 3] and {c.finish for c in result[0]} == {"context"}
+    assert [len(c.tokens) for c in result[1]] == [0, 0] and {c.finish for c in result[1]} == {"context"}
+    assert [len(c.tokens) for c in result[2]] == [10, 10] and {c.finish for c in result[2]} == {"length"}
+    none = sample(model, [short], 2, SamplingConfig(max_new_tokens=0))[0]
+    assert [(c.tokens, c.finish) for c in none] == [([], "length")] * 2
+
+
+def test_padded_vocabulary_rows_are_never_sampled():
+    model = tiny_gpt()
+    with torch.no_grad():
+        model.lm_head.weight[VOCAB:] = 50.0  # rows past the vocabulary would win every argmax
+    for temperature in (0.0, 1.0):
+        out = sample(model, PROMPTS, 2, SamplingConfig(max_new_tokens=10, temperature=temperature))
+        assert max(t for pp in tokens(out) for ts in pp for t in ts) < VOCAB
+
+
+def test_progress_counts_every_finished_sample():
+    model = tiny_gpt(block_size=24)
+    seen = []
+    sample(model, [[1, 2], [5] * 24], 3, SamplingConfig(max_new_tokens=4), batch_size=2, progress=seen.append)
+    assert sum(seen) == 6 and all(k > 0 for k in seen)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(prompts=[[1], []]), "prompt 1 is empty"),
+    (dict(prompts=[[1] * 49]), "more than the model's context"),
+    (dict(prompts=[[1, VOCAB]]), "outside"),
+    (dict(prompts=[[1]], n=0), "n and batch_size"),
+    (dict(prompts=[[1]], prompt_ids=[0, 1]), "prompt_ids"),
+    (dict(prompts=[[1]], cfg=SamplingConfig(stop_strings=("x",))), "need decode"),
+])
+def test_bad_input_fails_before_any_model_call(kwargs, message):
+    model = tiny_gpt()
+    counter = RowCounter(model)
+    args = dict(n=1, cfg=SamplingConfig()) | kwargs
+    with pytest.raises(ValueError, match=message):
+        sample(model, args.pop("prompts"), args.pop("n"), args.pop("cfg"), **args)
+    assert counter.prefill_rows == counter.decode_rows == 0
+
+
+@pytest.mark.parametrize("field, value", [("temperature", -1.0), ("top_p", 0.0), ("top_p", 1.5), ("top_k", 0),
+                                          ("max_new_tokens", -1), ("stop_strings", ("",))])
+def test_bad_settings_are_named(field, value):
+    with pytest.raises(ValueError, match=field):
+        SamplingConfig(**{field: value})
+
+
+def test_text_tokenizer_decodes_what_it_encodes(tmp_path):
+    """A tiny GPT-2-format BPE (as in tests/test_tokenizers.py): decode inverts encode, pickled too."""
+    encoder = {c: i for i, c in enumerate(_byte_decoder())}
+    merges = [("h", "e"), ("l", "l"), ("he", "ll")]
+    for a, b in merges:
+        encoder[a + b] = len(encoder)
+    encoder["<|endoftext|>"] = len(encoder)
+    (tmp_path / "encoder.json").write_text(json.dumps(encoder))
+    (tmp_path / "vocab.bpe").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    tok = load_tokenizer(tmp_path)
+    ids = tok.encode("hello wörld")
+    assert tok.decode(ids) == "hello wörld"
+    assert pickle.loads(pickle.dumps(tok)).decode(ids + [tok.eot_id]) == "hello wörld<|endoftext|>"
+
+
+@pytest.mark.cuda
+def test_cuda_greedy_matches_and_bf16_runs():
+    model = tiny_gpt().cuda()
+    cfg = SamplingConfig(max_new_tokens=20, temperature=0.0)
+    result = sample(model, PROMPTS, 2, cfg, batch_size=3)
+    assert tokens(result)[1][0] == argmax_loop(model, PROMPTS[1], 20)
+    half = sample(model.to(torch.bfloat16), PROMPTS, 3, SamplingConfig(max_new_tokens=20, top_p=0.9), batch_size=4)
+    assert all(len(c.tokens) == 20 and max(c.tokens) < VOCAB for pp in half for c in pp)
