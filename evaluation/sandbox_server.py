@@ -9,21 +9,22 @@ Child, in order: own session, stdin/stdout on /dev/null, rlimits, a fresh uid wh
 (the child can then signal, trace or write nothing of the server's or another program's), its own empty
 0700 working directory, a clean environment; then the guard (below) and `_run_untrusted`.
 
-Why a pass cannot be forged: the parent (this server) makes a random nonce only AFTER the fork, so it is
-in no memory the program inherits, and hands it over a pipe that the child reads and closes before any
+Why a pass cannot be forged: the parent (this server) makes a random nonce only AFTER the fork, so it is in
+no memory the program inherits, and hands it over a pipe that the child reads and closes before any
 untrusted code runs. From then on the nonce lives only in the closure of an audit hook (PEP 578), which
 Python code cannot list, remove or reach. The harness signals the end with ``sys.audit("sandbox.finish")``
 and the hook writes the nonce to the result pipe only if that event comes from the one harness frame that
-announced "sandbox.start" (frame identity) at the line of the finish call, which straight-line code
-reaches only after ``check(candidate)`` returned and the builtins/modules checks passed. Any other
-finish/start event (the program raising it itself, from its own frame or through a C callable) poisons
-the run. The server counts a pass only if the result pipe holds exactly the nonce, so exiting early
-(sys.exit, os._exit, a signal), printing "passed", writing to the pipe, redefining ``check`` or patching
-builtins all fail. The hook also closes the routes to the interpreter's insides that could read the
-nonce or rewrite the harness: frame access (sys._getframe, tb_frame/gi_frame/...), gc walks, tracing,
-new audit hooks, threads, signal handlers (they receive frames), exec of other programs, ctypes and
-native modules from outside the standard library, sub-interpreters, and (without a private /proc)
-opening /proc. See docs/sandbox.md for what this does not cover.
+announced "sandbox.start" (frame identity), at the line of the finish call, in the original process (not a
+fork); straight-line code reaches that line only after ``check(candidate)`` returned and the
+builtins/modules checks passed. Any other finish/start event (the program raising it itself, from its own
+frame or through a C callable) poisons the run. The server counts a pass only if the result pipe holds
+exactly the nonce, so exiting early (sys.exit, os._exit, a signal), printing "passed", writing to the pipe,
+redefining ``check`` or patching builtins all fail. The hook also closes the routes to the interpreter's
+insides that could read the nonce or rewrite the harness: frame access (sys._getframe,
+tb_frame/gi_frame/...), gc walks, tracing, new audit hooks, threads, signal handlers (they receive frames),
+__code__ swaps, exec of other programs, ctypes and native modules from outside the standard library,
+sub-interpreters, and (without a private /proc) opening /proc. See docs/sandbox.md for what this does not
+cover.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ WATCHED = ("builtins", "math", "random", "copy", "string", "re", "collections", 
 BLOCKED_IMPORTS = frozenset({
     "ctypes", "_ctypes", "_posixsubprocess", "subprocess", "multiprocessing", "_multiprocessing",
     "_xxsubinterpreters", "_xxinterpchannels", "_interpreters", "_testcapi", "_testinternalcapi",
-    "_testmultiphase", "_testbuffer", "_testimportmultiple", "_testsinglephase", "signal", "_signal"})
+    "_testmultiphase", "_testbuffer", "_testimportmultiple", "_testsinglephase", "signal", "_signal", "_thread"})
 BLOCKED_EVENTS = frozenset({
     "sys.settrace", "sys.setprofile", "sys.addaudithook", "sys._current_frames", "gc.get_objects",
     "gc.get_referrers", "gc.get_referents", "_thread.start_new_thread", "os.exec", "os.posix_spawn",
@@ -162,12 +163,24 @@ def _install_guard(nonce: bytes, result_fd: int, native_dir: str, private_proc: 
     sys.addaudithook(hook)
 
 
-def _disable_signal_handlers() -> None:
-    """Python signal handlers get the interrupted frame; the guard blocks re-importing the modules."""
-    def refuse(*_args):
-        raise RuntimeError("signal handlers are disabled in the sandbox")
-    for module in (signal, sys.modules["_signal"]):
-        module.signal = refuse
+def _disable(what: str, *attributes: tuple[types.ModuleType, str]) -> None:
+    """Replace functions that have no audit event; the guard blocks re-importing their modules."""
+    def refuse(*_args, **_kwargs):
+        raise RuntimeError(f"{what} are disabled in the sandbox")
+    for module, name in attributes:
+        if hasattr(module, name):
+            setattr(module, name, refuse)
+
+
+def _disable_signal_handlers_and_threads() -> None:
+    """Python signal handlers get the interrupted frame; threads could change what the check uses while it
+    runs (and start_new_thread has no audit event before Python 3.13)."""
+    _disable("signal handlers", (signal, "signal"), (sys.modules["_signal"], "signal"))
+    thread = sys.modules["_thread"]
+    _disable("threads", (thread, "start_new_thread"), (thread, "start_new"), (thread, "start_joinable_thread"))
+    if "threading" in sys.modules:
+        _disable("threads", (sys.modules["threading"], "_start_new_thread"),
+                 (sys.modules["threading"], "_start_joinable_thread"))
 
 
 def _limit(limits: dict, timeout: float) -> None:
@@ -205,7 +218,7 @@ def _child(job: dict, fds: tuple[int, int, int], uid: int | None, workdir: str, 
         while chunk := os.read(3, 256):
             nonce += chunk
         os.close(3)
-        _disable_signal_handlers()
+        _disable_signal_handlers_and_threads()
         _install_guard(nonce, 4, config["native_dir"], config["private_proc"])
         del nonce
         _run_untrusted(program_code, test_code, job.get("entry_point"))
@@ -356,7 +369,7 @@ def serve(slot: int, config: dict) -> None:
     """Answer framed jobs (4-byte big-endian length + JSON) on fd 0 with framed verdicts on fd 1."""
     config.setdefault("native_dir", sysconfig.get_config_var("DESTSHARED"))
     for name in BLOCKED_IMPORTS:
-        if name in sys.modules and name not in ("signal", "_signal"):
+        if name in sys.modules and name not in ("signal", "_signal", "_thread"):
             raise RuntimeError(f"the sandbox server must not have {name} imported")
     while True:
         try:

@@ -134,35 +134,71 @@ def test_signals_to_everything_and_to_pytest_are_contained(box):
     "print('passed')\nimport os\nos._exit(0)\n",
     "import os\nos.write(4, b'0' * 32)\nos._exit(0)\n",
     "import sys\nsys.audit('sandbox.finish')\n",
-    "import builtins, sys, functools\nbuiltins.__del__ = functools.partial(sys.audit, 'sandbox.finish')\n",
-    "import atexit, os\natexit.register(os._exit, 0)\n",
-    "def check(candidate):\n    pass\n",
-    "import builtins\nbuiltins.AssertionError = type('Fine', (Exception,), {})\n",
-    "__builtins__ = {'__build_class__': __build_class__}\n",
-    "import math, sys\nsys.modules['math'] = None\n",
-    "import sys\nf = sys._getframe(1)\n",
-    "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    f = e.__traceback__.tb_frame.f_back\n",
-    "import gc\nobjects = gc.get_objects()\n",
-    "import sys\nsys.settrace(lambda *a: None)\n",
-    "import sys\nsys.addaudithook(lambda *a: None)\n",
-    "import signal\nsignal.signal(signal.SIGALRM, lambda *a: None)\n",
-    "import ctypes\n",
-    "import subprocess\n",
-    "import os\nos.execv('/bin/true', ['true'])\n",
-    "import threading\nthreading.Thread(target=print).start()\n",
-    "import os\nif os.fork() == 0:\n    def double(x):\n        return 2 * x\n",
+    "import sys\nclass Bomb:\n    def __del__(self):\n        sys.audit('sandbox.finish')\n"
+    "def double(x):\n    Bomb()\n    return x + 2\n",
+    "import sys\nsys.audit('sandbox.start')\n",
+    "import os\nif os.fork() == 0:\n    def double(x):\n        return 2 * x\nelse:\n    def double(x):\n        return x\n",
 ])
 def test_cheats_score_a_fail(box, cheat):
-    """Each would 'pass' a harness that trusts exit codes, output or the program's own check."""
-    result = check(box, cheat + WRONG)
+    """Each would pass a harness that trusts exit codes, output, the result pipe or any finish signal."""
+    result = check(box, cheat if "def double" in cheat else cheat + WRONG)
     assert not result.passed, result
+
+
+def test_rebinding_builtins_for_the_test_does_not_help(box):
+    test = "def check(candidate):\n    assert abs(candidate(5) - 10) < 1e-9\n"
+    program = ("__builtins__ = dict(vars(__builtins__) if not isinstance(__builtins__, dict) else __builtins__)\n"
+               "__builtins__['abs'] = lambda v: 0\n" + WRONG)
+    assert check(box, program, test) == (False, "failed: AssertionError")
+
+
+@pytest.mark.parametrize("program, reason", [
+    ("import builtins\nbuiltins.AssertionError = type('Fine', (Exception,), {})\n",
+     "tampered with the harness: changed builtins.AssertionError"),
+    ("import math\nmath.isclose = lambda *a, **k: True\n", "tampered with the harness: changed math.isclose"),
+    ("import sys, types\nfake = types.ModuleType('math')\nfake.isclose = lambda *a, **k: True\nsys.modules['math'] = fake\n",
+     "tampered with the harness: replaced module math"),
+])
+def test_patching_what_the_test_uses_is_tampering(box, program, reason):
+    test = "import math\ndef check(candidate):\n    assert math.isclose(candidate(5), 10)\n"
+    assert check(box, program + WRONG, test) == (False, reason)
+
+
+@pytest.mark.parametrize("program, blocked", [
+    ("import sys\nsys._getframe(1)\n", "frame inspection"),
+    ("try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    e.__traceback__.tb_frame\n", "tb_frame"),
+    ("def gen():\n    yield 1\ngen().gi_frame\n", "gi_frame"),
+    ("import gc\ngc.get_objects()\n", "gc.get_objects"),
+    ("import gc\ngc.get_referrers(print)\n", "gc.get_referrers"),
+    ("import sys\nsys.settrace(lambda *a: None)\n", "sys.settrace"),
+    ("import sys\nsys.setprofile(lambda *a: None)\n", "sys.setprofile"),
+    ("import signal\nsignal.signal(signal.SIGALRM, lambda *a: None)\n", "signal handlers"),
+    ("import sys\ndel sys.modules['signal']\nimport signal\n", "import of signal"),
+    ("import ctypes\n", "import of ctypes"),
+    ("import subprocess\n", "import of subprocess"),
+    ("import os\nos.execv('/bin/true', ['true'])\n", "os.exec"),
+    ("import os\nos.system('true')\n", "os.system"),
+    ("import threading\nthreading.Thread(target=print).start()\n", "threads"),
+    ("import _thread\n_thread.start_new_thread(print, ())\n", "threads"),
+    ("import sys\ndel sys.modules['_thread']\nimport _thread\n", "import of _thread"),
+    ("def f():\n    pass\nf.__code__ = (lambda: 0).__code__\n", "replacing __code__"),
+])
+def test_routes_into_the_interpreter_are_blocked(box, program, blocked):
+    result = check(box, program + RIGHT)
+    assert not result.passed and blocked in result.reason and "disabled in the sandbox" in result.reason, result
+
+
+def test_new_audit_hooks_are_refused(box):
+    program = ("import sys\ncalls = []\nsys.addaudithook(lambda *a: calls.append(a))\n"
+               "compile('1', 'x', 'eval')\nassert calls == []\n" + RIGHT)
+    assert check(box, program).passed
 
 
 def test_cheat_inside_the_candidate_during_the_check_fails(box):
     for body in ("raise SystemExit(0)", "import os; os._exit(0)",
                  "import builtins; builtins.abs = lambda v: 0; return x + 2"):
         program = f"def double(x):\n    {body}\n"
-        test = "def check(candidate):\n    assert abs(candidate(2) - 4) < 1e-9\n"
+        test = "def check(candidate):\n    assert abs(candidate(5) - 10) < 1e-9\n"
         assert not check(box, program, test).passed
 
 
