@@ -191,8 +191,8 @@ def plot(table: dict, corpus_ratios: dict[str, float], out: Path) -> None:
                                              (axes[1, col], "speedup", 1.0, 1.0, "convergence speed-up (x)")):
             ys = [np.nan if s[key]["mean"] is None else s[key]["mean"] * scale for s in rows]
             err = [0.0 if s[key]["ci95"] is None else s[key]["ci95"] * scale for s in rows]
-            for x, hw in zip(xs, half_width):  # the band's extent on the ratio axis
-                ax.axvspan(x - hw, x + hw, color="#1f77b4", alpha=0.08, lw=0)
+            for i, (x, hw) in enumerate(zip(xs, half_width)):  # each band's extent on the ratio axis, alternately shaded
+                ax.axvspan(x - hw, x + hw, color="#1f77b4", alpha=0.10 if i % 2 == 0 else 0.03, lw=0)
             ax.errorbar(xs, ys, yerr=err, fmt="o", color="#1f77b4", ecolor="#1f77b4", capsize=3, lw=1.2)
             for x, y, s in zip(xs, ys, rows):
                 if key == "speedup" and s["never_reached"]:

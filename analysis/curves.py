@@ -160,6 +160,12 @@ def figure(runs: dict[str, str | Path], baseline: str, tag: str, x: str = "step"
         ax.plot(xs, values, marker="o", ms=3, lw=1.5, label=name)
     ax.axhline(load_scalars(runs[baseline], tag)[1][-1], color="k", ls="--", lw=0.8, label=f"{baseline} final")
     ax.set_yscale(y_scale(tag, scale))
+    if ax.get_yscale() == "log":  # plain numbers (14, 20, 30), not 2x10^1, on the major and minor ticks
+        from matplotlib.ticker import FuncFormatter
+
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
     ax.set_xlabel("tokens seen" if x == "tokens" else "step")
     ax.set_ylabel(tag + (" (log scale)" if ax.get_yscale() == "log" else ""))
     ax.grid(alpha=0.3, which="both")

@@ -7,7 +7,7 @@ Zipf slope: the least-squares slope of log frequency against log rank over ranks
 clipped to the ids seen; the head and the long tail of singletons bend away from a power law). Natural text
 sits near -1; ``--zipf PNG`` draws the rank-frequency curves of all corpora on one log-log plot.
 
-    nca token-stats data/nca-50plus data/text_cache/owt --max-rows 10000 --json stats.json --zipf zipf.png
+    nca token-stats data/nca-50plus data/text_cache/owt --max-rows 10000 --json stats.json --zipf zipf.png --labels nca-50+ owt
 """
 
 from __future__ import annotations
@@ -168,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=None, help="ids per window (default: the nca complexity probe, 360)")
     p.add_argument("--json", type=Path, default=None, help="write all statistics here")
     p.add_argument("--zipf", type=Path, default=None, help="PNG of the rank-frequency curves with fitted slopes")
+    p.add_argument("--labels", nargs="+", default=None, help="names of the corpora in the --zipf legend (default: directory names)")
     a = p.parse_args(argv)
+    if a.labels is not None and len(a.labels) != len(a.dirs):
+        print(f"error: {len(a.labels)} --labels for {len(a.dirs)} corpora; give one label per directory", file=sys.stderr)
+        return 2
     for flag, path in (("--json", a.json), ("--zipf", a.zipf)):
         if path is not None and path.exists():  # outputs are never overwritten
             print(f"error: {path} already exists; choose another {flag}", file=sys.stderr)
@@ -183,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line(s))
     if a.zipf:
         a.zipf.parent.mkdir(parents=True, exist_ok=True)
-        zipf_plot([(Path(s["dir"]).name, s["kind"], c) for s, c in results], a.zipf)
+        labels = a.labels or [Path(s["dir"]).name for s, _ in results]
+        zipf_plot([(label, s["kind"], c) for label, (s, c) in zip(labels, results)], a.zipf)
         print(f"wrote {a.zipf}")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)

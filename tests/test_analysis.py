@@ -251,3 +251,5 @@ def test_token_stats_zipf_plot(text_corpus, nca_corpus, tmp_path, capsys):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "zipf n/a" in capsys.readouterr().out  # 5 ids: no fit
     assert token_stats.main([str(text_corpus), "--zipf", str(out)]) == 2
     assert "already exists; choose another --zipf" in capsys.readouterr().err
+    assert token_stats.main([str(text_corpus), str(nca_corpus[0]), "--zipf", str(tmp_path / "z2.png"), "--labels", "owt"]) == 2
+    assert "one label per directory" in capsys.readouterr().err and not (tmp_path / "z2.png").exists()
