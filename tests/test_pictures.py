@@ -12,7 +12,7 @@ from analysis import complexity_plots as cp
 from analysis.viewer import band_rollouts
 from nca.automaton.complexity import Band, rule_ratios
 from nca.automaton.config import NCAConfig
-from nca.automaton.render import gif_frames, labelled_strip, save_gif, stack, strip, to_rgb
+from nca.automaton.render import gif_frames, label_width, labelled_strip, save_gif, stack, strip, to_rgb
 from nca.cli import main
 
 SMALL = ["--nca.n_states", "4", "--nca.grid", "6", "--nca.patch", "2"]
@@ -137,3 +137,12 @@ def test_complexity_sweep_reports_pass_rates_per_setting(tmp_path, capsys):
     assert "n=2 grid=6 patch=2" in capsys.readouterr().out
     assert main(["complexity", "--rules", "8", "--out", str(tmp_path / "bad"), "--sweep", "{grid: [7]}", *SMALL]) == 2
     assert "--sweep" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_strips_share_a_label_margin_to_align_in_the_overview():
+    traj = asymmetric(rules=1)
+    short = labelled_strip(traj, 4, "a", ["r1"], scale=3)
+    wide = labelled_strip(traj, 4, "b", ["rule 123456 gzip 0.5"], scale=3)
+    aligned = labelled_strip(traj, 4, "a", ["r1"], scale=3, left=label_width(["r1", "rule 123456 gzip 0.5"]))
+    block = np.asarray(strip(traj, 4, 3))
+    assert find(short, block)[0][1] < find(wide, block)[0][1] == find(aligned, block)[0][1]

@@ -63,15 +63,21 @@ def _with_margins(img: Image.Image, left: int, top: int, bottom: int = 0, pad: i
     return out, left + pad, top + pad
 
 
+def label_width(labels: Sequence[str]) -> int:
+    """Pixels the widest label needs: pass one width to several ``labelled_strip`` calls to align their grids."""
+    return max(_text_size(t)[0] for t in labels) + 6
+
+
 def labelled_strip(trajectories: torch.Tensor, n_states: int, title: str, row_labels: Sequence[str],
-                   scale: int = 8, gap: int = 2, first_frame: int = 0) -> Image.Image:
-    """``strip`` with a title line, the frame index above each column and a label left of each rule's row."""
+                   scale: int = 8, gap: int = 2, first_frame: int = 0, left: int | None = None) -> Image.Image:
+    """``strip`` with a title line, the frame index above each column and a label left of each rule's row
+    (in a margin ``left`` pixels wide; default: as wide as the widest label)."""
     grid = strip(trajectories, n_states, scale, gap)
     r, f, h, w = trajectories.shape
     if len(row_labels) != r:
         raise ValueError(f"{len(row_labels)} row labels for {r} rules; give one label per rule")
     line = _line_height()
-    left = max(_text_size(t)[0] for t in row_labels) + 6
+    left = max(left or 0, label_width(row_labels))
     img, x0, y0 = _with_margins(grid, left, 2 * line)
     draw, font = ImageDraw.Draw(img), _font()
     draw.text((4, 4), title, fill="black", font=font)

@@ -136,7 +136,7 @@ def render_previews(out: Optional[str] = None, bands: list[str] = PAPER_BANDS, r
         html: directory for viewer.html: the same rollouts playing in a browser, offline.
     """
     from analysis.viewer import PAGE_NAME, band_rollouts, render_page, viewer_data
-    from nca.automaton.render import labelled_strip, save_gif, stack
+    from nca.automaton.render import label_width, labelled_strip, save_gif, stack
 
     if out is None and html is None:
         raise UsageError("nothing to write: give --out DIR (PNG strips, GIFs, overview) and/or --html DIR (viewer page)")
@@ -149,11 +149,11 @@ def render_previews(out: Optional[str] = None, bands: list[str] = PAPER_BANDS, r
     rollouts = [band_rollouts(cfg, t, rules, frames, seed, device) for t in texts]
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
-        strips = []
-        for r, name in zip(rollouts, names):
-            labels = [f"rule {i}  gzip {x:.3f}" for i, x in zip(r.ids, r.ratios)]
+        strips, labels = [], [[f"rule {i}  gzip {x:.3f}" for i, x in zip(r.ids, r.ratios)] for r in rollouts]
+        left = label_width([t for band_labels in labels for t in band_labels])  # grids aligned in the overview
+        for r, name, band_labels in zip(rollouts, names, labels):
             title = f"band {r.name} {r.band}  n={cfg.n_states} grid={cfg.grid} seed={seed}"
-            strips.append(labelled_strip(r.frames, cfg.n_states, title, labels, scale))
+            strips.append(labelled_strip(r.frames, cfg.n_states, title, band_labels, scale, left=left))
             strips[-1].save(Path(out) / f"{name}.png")
             save_gif(r.frames, cfg.n_states, Path(out) / f"{name}.gif", scale, title=f"band {r.name}",
                      labels=[f"rule {i} gz {x:.3f}" for i, x in zip(r.ids, r.ratios)])
