@@ -1,4 +1,4 @@
-"""k-Dyck sequences, the paper's formal-language baseline for pre-pre-training (spec section 6).
+"""k-Dyck sequences, the paper's formal-language baseline for pre-pre-training (docs/paper.md §6).
 
 A row is ``[BOS]`` followed by complete (balanced) Dyck words, concatenated until the row holds
 ``seq_len + 1`` ids. Within a word, brackets open with probability ``p_open`` (always when the stack is empty,

@@ -1,4 +1,4 @@
-"""gzip complexity of rules (spec section 3) and band filtering by batched rejection sampling.
+"""gzip complexity of rules (docs/paper.md §3) and band filtering by batched rejection sampling.
 
 ratio = len(gzip -9 of the int32 patch ids, delimiters removed) / len(those bytes), measured on a
 10-frame rollout after burn-in. A rule is kept when lo < ratio < hi. Uniform random ids give

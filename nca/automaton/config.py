@@ -1,4 +1,4 @@
-"""The automaton's hyper-parameters in one place (defaults: the paper, spec sections 1-2)."""
+"""The automaton's hyper-parameters in one place (defaults: the paper, docs/paper.md §1-2)."""
 
 from __future__ import annotations
 

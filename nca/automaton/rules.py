@@ -1,6 +1,6 @@
 """Random NCA rules: one rule = one integer id = one small conv net with its own weights.
 
-Net per cell (spec section 1): one-hot state -> 3x3 periodic conv (n -> h1, no nonlinearity)
+Net per cell (docs/paper.md §1): one-hot state -> 3x3 periodic conv (n -> h1, no nonlinearity)
 -> 1x1 conv (h1 -> h2) -> ReLU -> 1x1 conv (h2 -> n logits). Weights are LeCun-normal
 (truncated at 2 std, variance 1/fan_in, as Flax's ``lecun_normal``); biases are zero, so they are
 omitted. Because the input is one-hot, the 3x3 conv is a sum of 9 gathered rows of its kernel.

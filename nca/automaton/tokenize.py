@@ -1,4 +1,4 @@
-"""Patch tokenizer (spec section 2): grids <-> token ids, with frame delimiters and the label mask.
+"""Patch tokenizer (docs/paper.md §2): grids <-> token ids, with frame delimiters and the label mask.
 
 A p x p patch in raster order becomes ``sum_j c_j * n**j`` over its cells in raster order, so
 2 x 2 patches of 10 states give 10,000 ids; ``start = n**(p*p)`` and ``end = start + 1`` wrap
