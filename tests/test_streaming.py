@@ -65,11 +65,10 @@ def test_resumed_run_continues_the_stream(tmp_path, name, request):
     reference = [next(it)["input_ids"] for _ in range(5)]
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1)
     seen = fit(make(), 3, tmp_path, callbacks=[ckpt])
-    assert all(torch.equal(a, b) for a, b in zip(seen, reference[:3]))
+    assert len(seen) == 3 and all(torch.equal(a, b) for a, b in zip(seen, reference[:3]))
     step2 = next(p for p in tmp_path.glob("*.ckpt") if "step=2" in p.name)  # saved mid-run, after 2 batches
     resumed = fit(make(), 5, tmp_path, ckpt_path=step2)
-    assert len(resumed) == 3
-    assert all(torch.equal(a, b) for a, b in zip(resumed, reference[2:]))
+    assert len(resumed) == 3 and all(torch.equal(a, b) for a, b in zip(resumed, reference[2:]))
 
 
 def test_resuming_with_another_batch_size_is_refused():
