@@ -1,0 +1,30 @@
+"""What every evaluation task hands the runner: problems with a prompt and what is needed to score them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One benchmark item.
+
+    ``prompt`` is a list of text pieces joined by the end-of-text token (few-shot exemplars closed by
+    end-of-text, as in the fine-tuning rows); ``index`` is its stable position in the full problem list,
+    the prompt id that makes its samples a pure function of (seed, index, sample)."""
+
+    id: str
+    index: int
+    prompt: tuple[str, ...]
+    data: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def prompt_ids(problem: Problem, tokenizer, max_len: int | None = None) -> list[int]:
+    """The prompt's ids (pieces separated by end-of-text); only the last ``max_len`` are kept if longer."""
+    ids: list[int] = []
+    for n, piece in enumerate(problem.prompt):
+        if n:
+            ids.append(tokenizer.eot_id)
+        ids.extend(tokenizer.encode(piece))
+    return ids[-max_len:] if max_len is not None and len(ids) > max_len else ids

@@ -1,0 +1,222 @@
+"""``nca evaluate`` pieces without a model: answer extraction, BBL chance normalisation, the resumable logs,
+settings refusal, and a resume after a crash (a fake sampler that raises part-way)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import pytest
+
+from evaluation import runner
+from evaluation.bbl import BBLTask, matches, normalise, task_chance
+from evaluation.gsm8k import GSM8KTask, extract_flexible, extract_last_word, extract_strict, score_reply
+from evaluation.problems import Problem
+from evaluation.records import SampleLog, SettingsMismatch, check_settings
+from nca.cli.evaluate import main as evaluate
+from tests.test_stage3_data import write_bbl, write_gsm8k, write_tokenizer
+
+
+# ------------------------------------------------------------------------------------------ extraction
+@pytest.mark.parametrize("reply, strict, flexible", [
+    ("He pays 3*4 = 12\nFinal Answer: 1,200", "1200", "1200"),
+    ("costs $5.\nFinal Answer: $18.50", "18.50", "18.50"),
+    ("drops by 7\nFinal Answer: -7 degrees", "-7", "-7"),
+    ("old style\n#### 42", "42", "42"),
+    ("Final Answer: 3 and later 9 more", "3", "9"),
+    ("Final Answer: 5\nQuestion:\nthen 8", "5", "8"),
+    ("we get 0.25 of it", None, "0.25"),
+    ("no numbers at all", None, None),
+    ("Final Answer: unknown", None, None),
+    ("", None, None),
+])
+def test_strict_and_flexible_extraction(reply, strict, flexible):
+    assert extract_strict(reply) == strict
+    assert extract_flexible(reply) == flexible
+
+
+def test_last_word_is_the_reference_rule():
+    assert extract_last_word("so the answer is $1,000.") == "1000"
+    assert extract_last_word("Final Answer: 12 apples") == "apples"
+    assert extract_last_word("   ") is None
+
+
+def test_math_verify_scoring_and_truncated_replies():
+    done = score_reply("1200", "x\nFinal Answer: 1,200.00", finished=True)
+    assert done["verdict"] == {"strict": True, "flexible": True, "last_word": True} and done["reason"] == "correct"
+    wrong = score_reply("7", "Final Answer: 8", finished=True)
+    assert not wrong["verdict"]["strict"] and "8 != 7" in wrong["reason"]
+    cut = score_reply("7", "Final Answer: 7", finished=False)
+    assert cut["verdict"] == {"strict": False, "flexible": False, "last_word": False}
+    assert "end-of-text" in cut["reason"] and cut["extracted"]["strict"] == "7"
+    assert score_reply("7", "Final Answer: 7", finished=False, score_truncated=True)["verdict"]["strict"]
+
+
+# ------------------------------------------------------------------------------------------------ BBL
+def test_chance_from_each_example_with_mixed_3_and_5_way_items():
+    counts = [3, 5, 3, 5]
+    assert task_chance(counts) == pytest.approx((1 / 3 + 1 / 5) / 2)
+    assert task_chance(counts, "first") == pytest.approx(1 / 3)
+    assert task_chance([0, 0]) == 0.0
+    assert normalise(0.5, 0.25) == pytest.approx(1 / 3)
+    assert normalise(0.1, 0.25) == 0.0 and normalise(0.4, 0.0) == 0.4
+
+
+def test_bbl_summary_normalises_each_task_and_averages_tasks():
+    def problem(i, task, ways):
+        return Problem(f"{task}/{i}", i, ("p",), {"task": task, "choices": [f"c{j}" for j in range(ways)], "targets": ["c0"]})
+
+    problems = [problem(0, "mixed", 3), problem(1, "mixed", 5), problem(2, "free", 0), problem(3, "free", 0)]
+    verdicts = {("mixed/0", 0): True, ("mixed/0", 1): False, ("mixed/1", 0): False, ("mixed/1", 1): False,
+                ("free/2", 0): True, ("free/2", 1): True, ("free/3", 0): False, ("free/3", 1): False}
+    scored = {k: {"verdict": v} for k, v in verdicts.items()}
+    summary = BBLTask("unused").summarize(problems, scored)
+    chance = (1 / 3 + 1 / 5) / 2
+    mixed = summary["per_task"]["mixed"]
+    assert mixed["chance"] == pytest.approx(chance) and mixed["pass@1"] == pytest.approx(0.25)
+    assert mixed["pass@1/normalised"] == pytest.approx(max(0.0, (0.25 - chance) / (1 - chance)))
+    assert mixed["pass@2"] == pytest.approx(0.5)
+    assert summary["per_task"]["free"]["pass@2/normalised"] == pytest.approx(0.5)  # free-form: raw score
+    expected = (mixed["pass@2/normalised"] + 0.5) / 2
+    assert summary["metrics"]["pass@2/normalised"] == pytest.approx(expected) and summary["headline"] == "pass@2/normalised"
+    first = BBLTask("unused", chance="first").summarize(problems, scored)
+    assert first["per_task"]["mixed"]["chance"] == pytest.approx(1 / 3)
+
+
+def test_bbl_problems_carry_two_fixed_exemplars_and_exact_match(tmp_path):
+    task = BBLTask(str(write_bbl(tmp_path / "bbl")), min_train_examples=5, val_fraction=0.25, limit=3)
+    problems = task.problems()
+    assert task.used_tasks == ["logical_deduction", "operators", "winowhy"] and len(problems) == 9
+    shots = {p.data["task"]: p.prompt[0].split("Question:")[1:3] for p in problems}
+    for p in problems:
+        assert p.prompt[0].count("Question:") == 3 and p.prompt[0].split("Question:")[1:3] == shots[p.data["task"]]
+    assert matches("  Option 0 \n", ["option 0"]) and matches("4.0", ["4", "4.0"]) and not matches("option 1", ["option 0"])
+    logprob = BBLTask(str(tmp_path / "bbl"), mode="logprob", min_train_examples=5, val_fraction=0.25).problems()
+    assert logprob and all(p.data["choices"] for p in logprob)  # free-form items have nothing to choose from
+
+
+# ----------------------------------------------------------------------------------------------- logs
+def test_sample_log_truncates_a_torn_line_and_keeps_the_first_of_a_key(tmp_path):
+    log = SampleLog(tmp_path / "s.jsonl")
+    log.append([{"problem": "a", "sample": 0, "x": 1}, {"problem": "a", "sample": 1, "x": 2}])
+    log.append([{"problem": "a", "sample": 0, "x": 3}])
+    with open(log.path, "a") as f:
+        f.write('{"problem": "b", "sam')
+    records = log.read()
+    assert {k: r["x"] for k, r in records.items()} == {("a", 0): 1, ("a", 1): 2}
+    assert log.path.read_text().endswith("}\n")
+    log.append([{"problem": "b", "sample": 0, "x": 4}])
+    assert len(log.read()) == 3
+
+
+def test_other_settings_in_the_same_folder_are_refused(tmp_path):
+    check_settings(tmp_path, {"n": 4, "temperature": 0.6})
+    check_settings(tmp_path, {"n": 4, "temperature": 0.6})
+    with pytest.raises(SettingsMismatch, match="n: recorded 4, now 8"):
+        check_settings(tmp_path, {"n": 8, "temperature": 0.6})
+
+
+def test_folders(tmp_path):
+    assert runner.default_folder("runs/stage3-gsm8k/checkpoints/last.ckpt", "gsm8k") == \
+        runner.Path("runs/eval/stage3-gsm8k-last-gsm8k")
+    with pytest.raises(ValueError, match="inside a training run"):
+        runner.check_folder(tmp_path / "runs" / "x" / "version_0" / "eval")
+
+
+# --------------------------------------------------------------------------------------------- resume
+@dataclass
+class FakeCompletion:
+    tokens: list
+    text: str
+    finish: str
+
+
+class FakeSampler:
+    """Deterministic replies keyed by (prompt id, sample); raises on call number ``fail_on``."""
+
+    def __init__(self, fail_on: int | None = None):
+        self.calls, self.fail_on, self.generated = 0, fail_on, 0
+
+    def __call__(self, model, prompts, n, cfg, *, seed=0, prompt_ids=None, decode=None, batch_size=64, progress=None):
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise KeyboardInterrupt("simulated crash")
+        assert cfg.stop_ids == (256,)
+        out = []
+        for pid in prompt_ids:
+            gold = 4 * (1000 + pid) + 3  # test question pid of write_gsm8k: (i + 2) + (3i + 1), i = 1000 + pid
+            row = [FakeCompletion([1, 2], f"so\nFinal Answer: {gold if j % 2 == 0 else -1}",
+                                  "stop" if j < 3 else "length") for j in range(n)]
+            out.append(row)
+            self.generated += n
+        return out
+
+
+def fake_sampling(fake):
+    config = lambda **kw: SimpleNamespace(**kw)  # noqa: E731
+    return lambda: (fake, config)
+
+
+def run_gsm8k(folder, source, tokenizer, n=4):
+    task = GSM8KTask(str(source), limit=5)
+    problems = task.problems()
+    model = SimpleNamespace(config=SimpleNamespace(block_size=1024))
+    runner.generate(task, problems, folder, model, tokenizer, n=n, temperature=0.6, top_p=1.0,
+                    max_new_tokens=16, seed=0, batch_size=2)
+    return task, problems
+
+
+def test_interrupted_generation_resumes_without_repeats(tmp_path, monkeypatch):
+    from datamodules.tokenizers import load_tokenizer
+
+    source, tok = write_gsm8k(tmp_path / "gsm8k"), load_tokenizer(write_tokenizer(tmp_path / "tok"))
+    crashing = FakeSampler(fail_on=2)
+    monkeypatch.setattr(runner, "load_sampler", fake_sampling(crashing))
+    with pytest.raises(KeyboardInterrupt):
+        run_gsm8k(tmp_path / "eval", source, tok)  # chunk = ceil(4 * 2 / 4) = 2 problems per call
+    first = SampleLog(tmp_path / "eval" / runner.COMPLETIONS).read()
+    assert len(first) == 8
+    with open(tmp_path / "eval" / runner.COMPLETIONS, "a") as f:  # and a torn line from the crash
+        f.write('{"problem": "test/2", "sample": 0, "compl')
+
+    resumed = FakeSampler()
+    monkeypatch.setattr(runner, "load_sampler", fake_sampling(resumed))
+    task, problems = run_gsm8k(tmp_path / "eval", source, tok)
+    assert resumed.generated == 12  # only the 3 missing problems were generated
+    lines = [json.loads(x) for x in (tmp_path / "eval" / runner.COMPLETIONS).read_text().splitlines()]
+    keys = [(r["problem"], r["sample"]) for r in lines]
+    assert len(keys) == len(set(keys)) == 20
+
+    again = FakeSampler()
+    monkeypatch.setattr(runner, "load_sampler", fake_sampling(again))
+    run_gsm8k(tmp_path / "eval", source, tok)
+    assert again.calls == 0  # nothing left to do
+
+    scored = runner.score(task, problems, tmp_path / "eval", 4)
+    assert len(scored) == 20 and len(runner.score(task, problems, tmp_path / "eval", 4)) == 20
+    assert len((tmp_path / "eval" / runner.SAMPLES).read_text().splitlines()) == 20
+    results = runner.summarize(task, problems, scored, tmp_path / "eval", {"n": 4}, 4, echo=lambda s: None)
+    # samples 0 and 2 give the gold answer, 1 and 3 a wrong one
+    metrics = results["metrics"]
+    assert results["complete"] and metrics["pass@1/strict"] == pytest.approx(0.5) and metrics["pass@4/strict"] == 1.0
+    assert metrics["finished_fraction"] == pytest.approx(0.75)
+
+
+def test_cli_scores_apart_and_refuses_other_settings(tmp_path, monkeypatch, capsys):
+    from datamodules.tokenizers import load_tokenizer
+
+    source, tok = write_gsm8k(tmp_path / "gsm8k"), load_tokenizer(write_tokenizer(tmp_path / "tok"))
+    out = tmp_path / "eval"
+    args = ["--ckpt", str(tmp_path / "absent.ckpt"), "--task", "gsm8k", "--data", str(source), "--out", str(out),
+            "--limit", "5", "--n", "4", "--max_new_tokens", "16", "--stage", "score"]
+    assert evaluate(args) == 0  # nothing generated yet: an incomplete, empty result
+    assert not json.loads((out / runner.RESULTS).read_text())["complete"]
+    monkeypatch.setattr(runner, "load_sampler", fake_sampling(FakeSampler()))
+    run_gsm8k(out, source, tok)  # what `--stage generate` on another machine would write
+    assert evaluate(args) == 0
+    results = json.loads((out / runner.RESULTS).read_text())
+    assert results["complete"] and results["samples"] == 20 and results["settings"]["n"] == 4
+    assert (out / runner.TENSORBOARD).is_dir() and "pass@1/strict" in capsys.readouterr().out
+    assert evaluate([*args[:-2], "--n", "8", "--stage", "score"]) == 2
+    assert "other settings" in capsys.readouterr().err
