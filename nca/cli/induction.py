@@ -18,6 +18,7 @@ import json
 import re
 import sys
 from collections import Counter
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,7 @@ class TextCorpus:
         self._cache: dict[str, tuple[list[list[int]], np.ndarray, int]] = {}
 
     def tokens(self, spec: str, length: int, limit: int):
-        """(documents with >= length ids (at most limit), id counts over every document read, eot id)."""
+        """(documents with >= length ids (at most limit), id counts over the documents read until then, eot id)."""
         if spec not in self._cache:
             from datamodules.text import read_documents
             from datamodules.tokenizers import load_tokenizer
@@ -81,10 +82,12 @@ class TextCorpus:
             counts = np.zeros(tok.vocab_size, dtype=np.int64)
             docs: list[list[int]] = []
             for path in self.files:
-                for ids in tok.encode_batch(list(read_documents(path, self.text_field))):
-                    np.add.at(counts, np.asarray(ids, dtype=np.int64), 1)
-                    if len(ids) >= length and len(docs) < limit:
-                        docs.append(ids)
+                texts = read_documents(path, self.text_field)
+                while len(docs) < limit and (chunk := list(islice(texts, 256))):
+                    for ids in tok.encode_batch(chunk):
+                        counts += np.bincount(np.asarray(ids, dtype=np.int64), minlength=tok.vocab_size)[: tok.vocab_size]
+                        if len(ids) >= length and len(docs) < limit:
+                            docs.append(ids)
                 if len(docs) >= limit:
                     break
             self._cache[spec] = (docs, counts, tok.eot_id)
