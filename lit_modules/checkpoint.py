@@ -8,6 +8,7 @@ reads through here, so a new format is added once.
 
 from __future__ import annotations
 
+import pickle
 import re
 import warnings
 from collections import Counter
@@ -52,9 +53,7 @@ def read_checkpoint(path: str | Path, names: Iterable[str]) -> tuple[dict[str, t
                 f"{path} is a directory but neither a sharded checkpoint (no .metadata) nor a litgpt "
                 "checkpoint directory (no lit_model.pth); point init_from at the checkpoint itself"
             )
-    # The project's own files: Lightning checkpoints pickle hyper-parameter objects, so weights_only is off;
-    # mmap keeps optimizer states on disk.
-    raw = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    raw = load_file(path)
     if isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
         state, fmt = raw["state_dict"], "Lightning checkpoint"
     elif isinstance(raw, Mapping) and isinstance(raw.get("model"), Mapping):
@@ -66,6 +65,57 @@ def read_checkpoint(path: str | Path, names: Iterable[str]) -> tuple[dict[str, t
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     prefix = _gpt_prefix(tensors, names, path)
     return {clean_name(k)[len(prefix):]: v for k, v in tensors.items() if clean_name(k).startswith(prefix)}, fmt
+
+
+class CheckpointError(ValueError):
+    """A file that should be a checkpoint but cannot be read (truncated, another kind of file)."""
+
+
+def load_file(path: Path) -> Any:
+    """``torch.load`` of one checkpoint file, with a readable error naming the file and the newest intact
+    checkpoint beside it. The project's own files: Lightning checkpoints pickle hyper-parameter objects, so
+    weights_only is off; mmap keeps optimizer states on disk (and reads a truncated file's end first)."""
+    try:
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise CheckpointError(unreadable_message(path, err)) from err
+
+
+def unreadable_message(path: Path, err: BaseException) -> str:
+    kind = "truncated or corrupt" if "zip archive" in str(err) or isinstance(err, EOFError) else "not a checkpoint"
+    newest = newest_intact(path.parent, exclude=(path,))
+    fix = f"the newest intact checkpoint there is {newest}" if newest else "no intact checkpoint is beside it"
+    return f"{path} is {kind} ({str(err).splitlines()[0][:120]}); {fix}"
+
+
+def is_intact(path: str | Path) -> bool:
+    """Whether ``path`` reads as a checkpoint: a .ckpt/.pth whose zip directory is whole, or a sharded
+    directory whose metadata and every file it names are present."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            if not (path / ".metadata").is_file():
+                return False
+            import torch.distributed.checkpoint as dcp
+
+            metadata = dcp.FileSystemReader(str(path)).read_metadata()
+            files = {item.relative_path for item in (metadata.storage_data or {}).values()}
+            return all((path / f).is_file() for f in files)
+        return isinstance(torch.load(path, map_location="cpu", mmap=True, weights_only=False), Mapping)
+    except Exception:  # any failure to read means "not intact"; the caller names the file
+        return False
+
+
+def newest_intact(directory: str | Path, exclude: Iterable[Path] = ()) -> Path | None:
+    """The most recently written intact checkpoint (``*.ckpt`` file or sharded directory) in ``directory``."""
+    directory, skip = Path(directory), {Path(p).resolve() for p in exclude}
+    if not directory.is_dir():
+        return None
+    candidates = [p for p in directory.glob("*.ckpt") if p.resolve() not in skip]
+    for candidate in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        if is_intact(candidate):
+            return candidate
+    return None
 
 
 def _gpt_prefix(keys: Iterable[str], names: set[str], path: Path) -> str:
@@ -141,7 +191,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         if (path / LIGHTNING_META).is_file():
             return torch.load(path / LIGHTNING_META, map_location="cpu", weights_only=False)
         return {}
-    raw = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    raw = load_file(path)
     return {k: v for k, v in raw.items() if k not in ("state_dict", "optimizer_states")} if isinstance(raw, Mapping) else {}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -131,9 +132,9 @@ def test_data_vocab_is_linked_into_the_model(tmp_path):
     assert cli.model.model_config.vocab_size == 40 and cli.model.model_config.padded_vocab_size == 64
 
 
-def test_too_small_model_vocab_fails_before_training(tmp_path):
-    with pytest.raises(ValueError, match=r"(?s)vocabulary of 8 rows.*vocab_size 16"):
-        main(["fit", "--config", toy_config(tmp_path), "--model.config.padded_vocab_size", "8"])
+def test_too_small_model_vocab_fails_before_training(tmp_path, capsys):
+    assert main(["fit", "--config", toy_config(tmp_path), "--model.config.padded_vocab_size", "8"]) == 2
+    assert re.search(r"error: .*vocabulary of 8 rows.*vocab_size 16", capsys.readouterr().err)
     assert not (tmp_path / "runs").exists()
 
 
@@ -150,8 +151,7 @@ def test_fit_logs_saves_config_and_resumes_without_overwriting(tmp_path):
 
     # a second fresh run would mix with the first one's checkpoints: refused, nothing touched
     before = {p: p.stat().st_mtime_ns for p in ckpts.iterdir()}
-    with pytest.raises(FileExistsError, match="--ckpt_path last"):
-        main(["fit", "--config", config])
+    assert main(["fit", "--config", config]) == 2
     assert {p: p.stat().st_mtime_ns for p in ckpts.iterdir()} == before
 
     # resume into the same log version: the first config stays, the new one goes next to it
@@ -200,9 +200,8 @@ def test_init_from_loads_blocks_on_fresh_fit_only(tmp_path):
     # a resumed run restores its own checkpoint and never reads init_from (here: a path that does not exist)
     main(["fit", "--config", toy_config(tmp_path), "--model.init_from", str(tmp_path / "missing.ckpt"),
           "--trainer.max_steps", "5", "--ckpt_path", "last"])
-    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
-        main(["fit", "--config", toy_config(tmp_path), "--model.init_from", str(tmp_path / "missing.ckpt"),
-              "--checkpoint.dirpath", str(tmp_path / "fresh")])
+    assert main(["fit", "--config", toy_config(tmp_path), "--model.init_from", str(tmp_path / "missing.ckpt"),
+                 "--checkpoint.dirpath", str(tmp_path / "fresh")]) == 2
 
 
 def nca_config(tmp_path: Path, steps: int) -> list[str]:

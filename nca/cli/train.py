@@ -4,41 +4,61 @@ Training is configured only through YAML (``--config a.yaml --config b.yaml``, l
 command-line overrides of any key; ``--print_config`` shows the resolved result. Each run saves its resolved
 config next to its TensorBoard logs and writes checkpoints to ``<save_dir>/<name>/checkpoints`` (one folder
 per experiment name, shared by its versions), so ``--ckpt_path last`` resumes the newest run of that name.
+``validate`` / ``test`` log to ``<save_dir>/<name>/eval/version_N``: a training run's own versions (what
+``nca curves`` reads) only ever hold training.
+
+Known user errors (a bad value, a missing or broken file, a run that diverged) end with one line
+``nca VERB: error: ...`` and exit 2; anything else is a bug and keeps its traceback (``NCA_TRACEBACK=1``
+shows the traceback of a user error too). See docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback, _InstantiatorFn
 
+# The project's DataModules, imported so that `--data NCADataModule` (a short class name) resolves.
+import datamodules.dyck  # noqa: F401
+import datamodules.nca  # noqa: F401
+import datamodules.text  # noqa: F401
 from lit_modules.causal_lm import CausalLM
+from lit_modules.guards import NonFiniteGuard
+from nca.cli import console, preflight
+from nca.cli.errors import UsageError, user_error
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                "init_args": {"save_dir": "runs", "name": "nca"}},
     "default_root_dir": "runs",
 }
+# Keep last.ckpt plus the newest few: every checkpoint of a 1.6B model is ~19 GB (weights + AdamW states).
 CHECKPOINT_DEFAULTS = {"checkpoint.every_n_train_steps": 500, "checkpoint.save_last": True,
-                       "checkpoint.save_top_k": -1}
+                       "checkpoint.save_top_k": 3, "checkpoint.monitor": "step", "checkpoint.mode": "max"}
+EVAL_SUBDIR = "eval"  # <save_dir>/<name>/eval/version_N for validate/test
 
 
 class KeepingSaveConfigCallback(SaveConfigCallback):
     """Saves the resolved config as ``config.yaml`` in the log dir, or ``config-1.yaml``, ``config-2.yaml``...
-    when an earlier run (e.g. the one being resumed) already left one there: nothing is overwritten."""
+    when an earlier run (e.g. the one being resumed) already left one there: nothing is overwritten.
+    Rank 0 picks the name and writes; every rank makes the same collective calls in the same order."""
 
     def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
-        if self.already_saved or trainer.log_dir is None:
-            return super().setup(trainer, pl_module, stage)
-        name = None
-        if trainer.is_global_zero:
-            name = free_name(Path(trainer.log_dir), "config", ".yaml")
-        self.config_filename = trainer.strategy.broadcast(name)
-        super().setup(trainer, pl_module, stage)
+        if self.already_saved:
+            return
+        log_dir = trainer.log_dir  # a collective call: made once, on every rank
+        if log_dir is not None and trainer.is_global_zero:
+            directory = Path(log_dir)
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / free_name(directory, "config", ".yaml")
+            self.parser.save(self.config, str(path), skip_none=False, multifile=self.multifile)
+        self.already_saved = True
 
 
 def free_name(directory: Path, stem: str, suffix: str) -> str:
@@ -50,11 +70,29 @@ def free_name(directory: Path, stem: str, suffix: str) -> str:
     return name
 
 
+class RecordingInstantiator(_InstantiatorFn):
+    """Lightning's instantiator, keeping the error a constructor raised: jsonargparse folds it into a
+    40-line Union message, the CLI wants the constructor's own one line."""
+
+    def __call__(self, class_type: type, *args: Any, applied_instantiation_links: dict, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(class_type, *args, applied_instantiation_links=applied_instantiation_links,
+                                    **kwargs)
+        except Exception as err:
+            self.cli.construction_errors.append(err)
+            raise
+
+
 class NCACLI(LightningCLI):
     """LightningCLI for ``CausalLM`` and any DataModule (``data: {class_path: ..., init_args: ...}``)."""
 
     def __init__(self, args: Optional[list[str]] = None, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
+        console.quiet_warnings()
+        # constructor errors, kept for the one-line message (a list the caller may pass to read them afterwards)
+        self.construction_errors: list[BaseException] = kwargs.pop("construction_errors", [])
+        self.run_root: Optional[Path] = None  # <save_dir>/<name> of the training run
+        self._log_dir_state: Optional[tuple[Path, bool, set[str]]] = None
         super().__init__(
             CausalLM,
             LightningDataModule,
@@ -76,10 +114,32 @@ class NCACLI(LightningCLI):
         kwargs.setdefault("allow_abbrev", False)  # `--trainer.max_step` must be an error, not max_steps
         return super().init_parser(**kwargs)
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        self.config = parser.parse_args(args)  # without Lightning's warning about args beside sys.argv
+
+    def _add_instantiators(self) -> None:
+        for key, class_type, subclasses in (("model", CausalLM, False), ("data", LightningDataModule, True)):
+            self.parser.add_instantiator(RecordingInstantiator(cli=self, key=key), class_type, subclasses=subclasses)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
+        parser.add_lightning_class_args(NonFiniteGuard, "guard")  # always on: a diverged run stops, exit 2
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Evaluation logs to ``<name>/eval``; the run's own root is kept for finding its checkpoints."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        logger = config.get("trainer", {}).get("logger")
+        init_args = getattr(logger, "init_args", None)
+        if init_args is not None and init_args.get("name"):
+            save_dir = init_args.get("save_dir") or config.trainer.get("default_root_dir") or "runs"
+            self.run_root = Path(save_dir) / str(init_args.name)
+            if self.subcommand in ("validate", "test"):
+                init_args.name = f"{init_args.name}/{EVAL_SUBDIR}"
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        return console.quiet_trainer(super().instantiate_trainer(**kwargs))
 
     # Checkpoints live in one folder per experiment name so that `--ckpt_path last` finds the previous run.
     def _resolve_checkpoint_dir(self) -> Optional[str]:
@@ -87,31 +147,72 @@ class NCACLI(LightningCLI):
         if cb is None:
             return None
         if cb.dirpath is None:
-            logger = self.trainer.loggers[0] if self.trainer.loggers else None
-            if logger is not None and logger.name:
-                root = os.path.join(logger.save_dir or self.trainer.default_root_dir, str(logger.name))
-            else:
-                root = self.trainer.default_root_dir
-            cb.dirpath = os.path.realpath(os.path.join(root, "checkpoints"))
+            root = self.run_root if self.run_root is not None else Path(self.trainer.default_root_dir)
+            cb.dirpath = os.path.realpath(root / "checkpoints")
         return cb.dirpath
+
+    def _set_ckpt_path(self, dirpath: Optional[str]) -> None:
+        config = self.config_init[self.subcommand]
+        config["ckpt_path"] = preflight.resume_path(config.get("ckpt_path"), dirpath)
 
     def before_fit(self) -> None:
         dirpath = self._resolve_checkpoint_dir()
-        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
-        if ckpt_path is None and dirpath and any(Path(dirpath).glob("*.ckpt")):
-            raise FileExistsError(
-                f"{dirpath} already holds checkpoints of an earlier run. Resume it with `--ckpt_path last`, or "
-                "start a new experiment with another `--trainer.logger.init_args.name` or `--checkpoint.dirpath`."
-            )
+        config = self.config[self.subcommand]
+        preflight.check_fit(config.trainer.max_steps, config.trainer.max_epochs, self.model, config.get("ckpt_path"),
+                            dirpath)
+        self._set_ckpt_path(dirpath)
+        self._note_log_dir()
 
     def before_validate(self) -> None:
-        self._resolve_checkpoint_dir()
+        self._set_ckpt_path(self._resolve_checkpoint_dir())
+        self._note_log_dir()
 
     before_test = before_validate
 
+    def _note_log_dir(self) -> None:
+        """Remember what the log dir held before the run, so that a failed start can leave it as it was."""
+        logger = self.trainer.logger
+        if logger is None or not self.trainer.is_global_zero or getattr(logger, "log_dir", None) is None:
+            return
+        log_dir = Path(logger.log_dir)
+        existed = log_dir.is_dir()
+        self._log_dir_state = (log_dir, existed, {p.name for p in log_dir.iterdir()} if existed else set())
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            if subcommand != "fit" or self.trainer.global_step == 0:
+                self._undo_log_dir()
+            raise
+
+    def _undo_log_dir(self) -> None:
+        """A run that failed before its first step leaves no ``version_N`` behind (TensorBoard would show it)."""
+        if self._log_dir_state is None:
+            return
+        log_dir, existed, before = self._log_dir_state
+        if not log_dir.is_dir():
+            return
+        if not existed:
+            shutil.rmtree(log_dir, ignore_errors=True)
+            return
+        for path in log_dir.iterdir():
+            if path.name not in before and path.is_file():
+                path.unlink()
+
 
 def lightning(argv: list[str]) -> int:
-    NCACLI(args=argv)
+    """Run one LightningCLI subcommand; known user errors become one-line ``UsageError``s."""
+    errors: list[BaseException] = []
+    try:
+        NCACLI(args=argv, construction_errors=errors)
+    except UsageError:
+        raise
+    except Exception as err:
+        message = user_error(err, errors)
+        if message is None or os.environ.get("NCA_TRACEBACK"):
+            raise
+        raise UsageError(message) from err
     return 0
 
 

@@ -1,0 +1,138 @@
+"""What a training run prints: a step-counting progress bar on a terminal, a plain line every N steps in a
+log file (cluster jobs), and a model summary without Lightning's empty FLOP total.
+
+Runs here are sized in optimizer steps (``trainer.max_steps``; an NCA stream has no epochs), so progress is
+``step / max_steps`` of the whole run, also right after a resume (Lightning's bar counts batches of the
+current epoch: ``Epoch 0/-2`` and ``80/19``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Optional
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelSummary, RichModelSummary, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
+
+LOSS_KEY = "train/loss"
+
+
+def _max_steps(trainer: Trainer) -> Optional[int]:
+    return trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+
+
+def _lr(trainer: Trainer) -> Optional[float]:
+    return trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+
+
+class StepProgressBar(TQDMProgressBar):
+    """tqdm bar over the run's optimizer steps, with loss and lr (no ``v_num``)."""
+
+    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+    def on_train_epoch_start(self, trainer: Trainer, *_: Any) -> None:
+        super().on_train_epoch_start(trainer)
+        bar = self.train_progress_bar
+        bar.reset(total=_max_steps(trainer))
+        bar.initial = 0
+        _update_n(bar, trainer.global_step)
+        bar.set_description("train")
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        bar = self.train_progress_bar
+        if bar is not None and self._should_update(trainer.global_step, bar.total):
+            _update_n(bar, trainer.global_step)
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class ProgressLine(Callback):
+    """One plain line every ``every_n_steps`` optimizer steps (rank 0, flushed): step, loss, lr, tokens/s over
+    the last interval (all ranks) and the time left. For logs that are files, where a tqdm bar shows nothing
+    until the run ends."""
+
+    def __init__(self, every_n_steps: Optional[int] = None, stream: Any = None) -> None:
+        self.every_n_steps = every_n_steps
+        self.stream = stream
+        self._mark: Optional[tuple[float, int, int]] = None  # (time, step, tokens) at the last line
+        self._tokens = 0
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._tokens = 0
+        self._mark = (time.perf_counter(), trainer.global_step, 0)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if isinstance(batch, dict) and "input_ids" in batch:
+            self._tokens += batch["input_ids"].numel() * trainer.world_size
+        every = self.every_n_steps or max(1, trainer.log_every_n_steps)
+        step = trainer.global_step
+        if self._mark is None or step == self._mark[1] or step % every:
+            return
+        self._print(trainer, outputs)
+
+    @rank_zero_only
+    def _print(self, trainer: Trainer, outputs: Any) -> None:
+        now, step = time.perf_counter(), trainer.global_step
+        then, step0, tokens0 = self._mark
+        elapsed = max(now - then, 1e-9)
+        parts = [f"step {step}" + (f"/{_max_steps(trainer)}" if _max_steps(trainer) else "")]
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is None:
+            loss = trainer.callback_metrics.get(LOSS_KEY)
+        if loss is not None:
+            parts.append(f"loss {float(loss):.4f}")
+        lr = _lr(trainer)
+        if lr is not None:
+            parts.append(f"lr {lr:.3g}")
+        parts.append(f"{(self._tokens - tokens0) / elapsed:,.0f} tok/s")
+        total = _max_steps(trainer)
+        if total:
+            parts.append(f"ETA {format_duration((total - step) * elapsed / max(1, step - step0))}")
+        print(" | ".join(parts), file=self.stream or sys.stdout, flush=True)
+        self._mark = (now, step, self._tokens)
+
+
+class QuietModelSummary(ModelSummary):
+    """Lightning's summary without its FLOPs column and ``Total Flops`` row when nothing was measured (they
+    read 0 beside the FLOP rate the throughput monitor logs)."""
+
+    @staticmethod
+    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
+                  total_flops, **summarize_kwargs: Any) -> None:
+        from lightning.pytorch.callbacks.model_summary import log
+
+        if not total_flops:
+            summary_data = [column for column in summary_data if column[0] != "FLOPs"]
+        table = _format_summary_table(total_parameters, trainable_parameters, model_size, total_training_modes,
+                                      total_flops, *summary_data)
+        if not total_flops:
+            table = "\n".join(line for line in table.splitlines() if not line.rstrip().endswith("Total Flops"))
+        log.info("\n" + table)
+
+
+def use_quiet_console(trainer: Trainer, interactive: Optional[bool] = None) -> Trainer:
+    """Swap Lightning's default bar and summary for the ones above; a non-terminal stderr gets the plain
+    progress line instead of a bar. A bar or summary the user configured is left alone."""
+    interactive = sys.stderr.isatty() if interactive is None else interactive
+    callbacks = trainer.callbacks
+    for i, cb in enumerate(list(callbacks)):
+        if type(cb) in (TQDMProgressBar, RichProgressBar):  # Lightning's default (enable_progress_bar: true)
+            callbacks[i] = StepProgressBar() if interactive else ProgressLine()
+        elif type(cb) in (ModelSummary, RichModelSummary):
+            callbacks[i] = QuietModelSummary(max_depth=cb._max_depth)
+    return trainer

@@ -1,0 +1,145 @@
+"""Known user errors of the training verbs: one line `nca VERB: error: ...`, exit 2, nothing left behind;
+bugs keep their traceback. Every case here stops before a training step (fast)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import LightningDataModule
+
+from nca.cli import main
+from nca.cli.errors import raised_on_purpose, user_error
+
+if __package__:
+    from .test_causal_lm import TINY
+    from .test_cli import toy_config, write
+else:
+    from test_causal_lm import TINY
+    from test_cli import toy_config, write
+
+
+@pytest.fixture(autouse=True)
+def _plain_argv(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["nca"])
+    monkeypatch.delenv("NCA_TRACEBACK", raising=False)
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"nca {argv[0]}: error: "), err
+    return err[0]
+
+
+def nca_data(**init_args) -> dict:
+    args = {"seq_len": 32, "batch_size": 2, "band": None, "nca": {"n_states": 3, "grid": 4, "patch": 2},
+            "val_rules": 2, "val_sequences": 2, "test_rules": 2, "test_sequences": 2, "num_workers": 0}
+    return {"class_path": "NCADataModule", "init_args": {**args, **init_args}}  # a short class name
+
+
+def fake_checkpoint(path: Path, n_embd: int = 32, vocab: int = 16) -> Path:
+    """A Lightning-style checkpoint of a tiny CausalLM, written without training."""
+    from lit_modules.causal_lm import CausalLM
+
+    module = CausalLM(config={**TINY, "n_embd": n_embd}, vocab_size=vocab)
+    module.configure_model()
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+def test_datamodule_constructor_error_is_one_line(tmp_path, capsys):
+    line = one_line_error(capsys, ["fit", "--config", toy_config(tmp_path, data=nca_data(seq_len=3))])
+    assert "seq_len" in line and "Union" not in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_batch_size_zero_names_the_key(tmp_path, capsys):
+    line = one_line_error(capsys, ["fit", "--config", toy_config(tmp_path, data=nca_data(batch_size=0))])
+    assert "batch_size" in line
+
+
+def test_refusal_to_overwrite_is_one_line(tmp_path, capsys):
+    ckpts = tmp_path / "runs/toy/checkpoints"
+    ckpts.mkdir(parents=True)
+    fake_checkpoint(ckpts / "last.ckpt")
+    line = one_line_error(capsys, ["fit", "--config", toy_config(tmp_path)])
+    assert "--ckpt_path last" in line
+
+
+def test_ckpt_path_last_with_nothing_to_resume_is_refused(tmp_path, capsys):
+    line = one_line_error(capsys, ["fit", "--config", toy_config(tmp_path), "--ckpt_path", "last"])
+    assert "nothing to resume" in line
+    assert not list((tmp_path / "runs").glob("toy/version_*"))
+
+
+def test_truncated_checkpoint_names_the_newest_intact_one(tmp_path, capsys):
+    ckpts = tmp_path / "runs/toy/checkpoints"
+    ckpts.mkdir(parents=True)
+    good = fake_checkpoint(ckpts / "epoch=0-step=2.ckpt")
+    data = good.read_bytes()
+    (ckpts / "last.ckpt").write_bytes(data[: len(data) // 2])
+    line = one_line_error(capsys, ["fit", "--config", toy_config(tmp_path), "--ckpt_path", "last"])
+    assert "last.ckpt is not an intact checkpoint" in line and str(good) in line
+
+
+def test_init_from_not_a_checkpoint_is_refused_before_the_data_is_prepared(tmp_path, capsys, monkeypatch):
+    prepared = []
+    monkeypatch.setattr("datamodules.nca.NCADataModule.setup", lambda self, stage=None: prepared.append(stage))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a checkpoint")
+    line = one_line_error(capsys, ["fit", "--config", toy_config(tmp_path, data=nca_data()),
+                                   "--model.init_from", str(notes)])
+    assert "model.init_from" in line and "notes.txt" in line
+    assert prepared == []
+
+
+def test_init_from_of_another_model_size_fails_in_one_line_and_leaves_no_version_dir(tmp_path, capsys):
+    source = fake_checkpoint(tmp_path / "other.ckpt", n_embd=64)
+    line = one_line_error(capsys, ["fit", "--config", toy_config(tmp_path), "--model.init_from", str(source)])
+    assert "other.ckpt" in line or "shape" in line
+    assert not list((tmp_path / "runs/toy").glob("version_*"))  # the failed start leaves no TensorBoard run
+
+
+@pytest.mark.parametrize("steps", ["-1", "0"])
+def test_run_of_unknown_length_is_refused(tmp_path, capsys, steps):
+    line = one_line_error(capsys, ["fit", "--config", toy_config(tmp_path), "--trainer.max_steps", steps])
+    assert "trainer.max_steps" in line
+
+
+def test_a_bug_keeps_its_traceback(tmp_path):
+    cfg = toy_config(tmp_path, data={"class_path": f"{__name__}.BuggyDataModule", "init_args": {}})
+    with pytest.raises(ValueError, match="unpack"):
+        main(["fit", "--config", cfg])
+
+
+def test_traceback_on_request(tmp_path, monkeypatch):
+    monkeypatch.setenv("NCA_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="seq_len"):
+        main(["fit", "--config", toy_config(tmp_path, data=nca_data(seq_len=3))])
+
+
+def test_raised_on_purpose_tells_checks_from_bugs():
+    def check():
+        raise ValueError("set x")
+
+    def bug():
+        a, b = [1]  # noqa: F841
+
+    for fn, expected in ((check, True), (bug, False)):
+        try:
+            fn()
+        except ValueError as err:
+            assert raised_on_purpose(err) is expected
+            assert (user_error(err) is not None) is expected
+    try:
+        int("x")  # raised inside Python itself
+    except ValueError as err:
+        assert not raised_on_purpose(err)
+
+
+class BuggyDataModule(LightningDataModule):  # imported by class path above
+    def __init__(self):
+        super().__init__()
+        a, b = [1]  # noqa: F841  a bug, not a user error
