@@ -139,7 +139,8 @@ def _from_directory(path: Path) -> TextTokenizer:
 
 
 def _byte_decoder() -> dict[str, int]:
-    """GPT-2's reversible byte -> printable-character map, inverted (as in tiktoken's data_gym loader)."""
+    """GPT-2's reversible byte -> printable-character map, inverted: for writing GPT-2-format files (tests,
+    export); reading them goes through tiktoken's own loader."""
     printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
     decoder = {chr(b): b for b in printable}
     extra = 0
@@ -153,43 +154,28 @@ def _byte_decoder() -> dict[str, int]:
 def bpe_from_files(encoder_json: str | Path, merges: str | Path) -> TextTokenizer:
     """Build a tiktoken Encoding from a GPT-2-style ``encoder.json`` + ``vocab.bpe`` pair, no network.
 
-    Ranks come from encoder.json (byte-level strings mapped back to bytes); the merges file is checked to list
-    exactly the merged tokens in rank order, since tiktoken applies merges by ascending rank.
+    The ranks come from tiktoken's own data-gym loader, which checks that the merges list exactly the merged
+    tokens of encoder.json in rank order; the files' sha256 are passed along so that its read cache can never
+    serve an older version of a file edited in place.
     """
     import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
     encoder_json, merges = Path(encoder_json), Path(merges)
     raw_encoder, raw_merges = encoder_json.read_bytes(), merges.read_bytes()
     encoder = json.loads(raw_encoder)
-    to_byte = _byte_decoder()
-
-    def to_bytes(token: str) -> bytes:
-        try:
-            return bytes(to_byte[c] for c in token)
-        except KeyError as err:
-            raise ValueError(f"{encoder_json}: token {token!r} is not in GPT-2 byte-level form") from err
-
     special = {tok: i for tok, i in encoder.items() if _SPECIAL.match(tok)}
-    ranks = {to_bytes(tok): i for tok, i in encoder.items() if tok not in special}
     if END_OF_TEXT not in special:
         raise ValueError(f"{encoder_json} has no {END_OF_TEXT} entry; the text pipeline needs an end-of-text id.")
-    missing = [b for b in range(256) if bytes([b]) not in ranks]
-    if missing:
-        raise ValueError(f"{encoder_json} lacks single-byte tokens for bytes {missing[:8]}...; not a byte-level BPE.")
-
-    lines = raw_merges.decode("utf-8").split("\n")
-    pairs = [line.split() for line in lines if line and not line.startswith("#version")]
-    merged_ranks = []
-    for n, pair in enumerate(pairs):
-        if len(pair) != 2 or (to_bytes(pair[0]) + to_bytes(pair[1])) not in ranks:
-            raise ValueError(f"{merges}: merge {n} {pair!r} does not produce a token of {encoder_json}; mismatched files?")
-        merged_ranks.append(ranks[to_bytes(pair[0]) + to_bytes(pair[1])])
-    if len(pairs) != len(ranks) - 256 or merged_ranks != sorted(merged_ranks):
-        raise ValueError(
-            f"{merges} ({len(pairs)} merges) does not match {encoder_json} ({len(ranks)} tokens) in count or order."
-        )
-
     digest = {p.name: hashlib.sha256(raw).hexdigest() for p, raw in ((encoder_json, raw_encoder), (merges, raw_merges))}
+    try:
+        ranks = data_gym_to_mergeable_bpe_ranks(str(merges), str(encoder_json), vocab_bpe_hash=digest[merges.name],
+                                                encoder_json_hash=digest[encoder_json.name])
+    except (AssertionError, KeyError, ValueError) as err:
+        raise ValueError(
+            f"{merges} and {encoder_json} are not one GPT-2 byte-level BPE (merges and tokens disagree in content or "
+            f"order, or a token is not in byte-level form: {type(err).__name__} {err}); mismatched files?"
+        ) from err
     if sorted(digest.values()) == sorted(GPT2_HASHES.values()):
         name = "gpt2"  # the same ids as tiktoken's own gpt2: caches built online and offline are shared
     else:
