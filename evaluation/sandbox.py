@@ -231,6 +231,8 @@ class Sandbox:
 
     def run(self, job: Job, timeout: float | None = None) -> Result:
         """Run one job on a free worker (thread-safe); a dead server fails only this job and is replaced."""
+        if not self._started:
+            raise RuntimeError("the sandbox is not started: use `with Sandbox(...) as sandbox:`")
         timeout = self.limits.timeout if timeout is None else timeout
         slot, server = self._idle.get()
         try:

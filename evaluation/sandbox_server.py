@@ -47,9 +47,11 @@ import tempfile
 import time
 import types
 
-# Imported once here so a forked program finds them ready (most HumanEval programs use some of them).
-import bisect, collections, collections.abc, copy, decimal, fractions, functools, hashlib, heapq  # noqa: E401,F401
-import itertools, math, operator, random, re, statistics, string, typing  # noqa: E401,F401
+# Imported once here so a forked program finds them ready (most HumanEval programs use some of them), and
+# importable even where a program's uid cannot read the install (the fallbacks, with Python under /root).
+import array, bisect, calendar, cmath, collections, collections.abc, copy, datetime, decimal  # noqa: E401,F401
+import fractions, functools, hashlib, heapq, itertools, math, operator, random, re, statistics  # noqa: E401,F401
+import string, textwrap, typing, unicodedata  # noqa: E401,F401
 
 REASON_PREFIX = "sandbox-reason: "
 # Modules whose attributes the harness checks are unchanged before the test and after the check.

@@ -14,6 +14,8 @@ needs_netns = pytest.mark.skipif(ISOLATION == "none", reason="no network namespa
 # kill(-1) / signals to the host are only safe to try where a PID namespace or another uid contains them.
 contains_signals = pytest.mark.skipif(ISOLATION != "bwrap" and os.geteuid() != 0,
                                       reason="without bubblewrap or root a program could signal this process")
+contains_files = pytest.mark.skipif(ISOLATION != "bwrap" and os.geteuid() != 0,
+                                    reason="without bubblewrap or root a program can write where this user can")
 
 TEST = "def check(candidate):\n    assert candidate(2) == 4\n    assert candidate(5) == 10\n"
 RIGHT = "def double(x):\n    return 2 * x\n"
@@ -65,6 +67,7 @@ def test_memory_bomb_fails(box):
     assert not growing.passed and "Cannot allocate memory" in growing.reason, growing
 
 
+@contains_files
 def test_writes_outside_the_working_directory_do_not_happen(box, tmp_path):
     target = tmp_path / "escaped.txt"
     program = f"open({str(target)!r}, 'w').write('x')\n" + RIGHT
@@ -230,6 +233,8 @@ def test_limits_reject_bad_values():
         Sandbox(isolation="chroot")
     with pytest.raises(ValueError, match="workers"):
         Sandbox(workers=0)
+    with pytest.raises(RuntimeError, match="with Sandbox"):
+        Sandbox(workers=1).run(Job(RIGHT))
 
 
 def test_one_off_run_uses_its_own_limits():
