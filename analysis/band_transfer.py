@@ -123,7 +123,8 @@ def parse_corpus_ratios(items: list[str]) -> dict[str, float]:
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> dict:
-    """Mean and the half-width of its t interval (None for fewer than two values)."""
+    """Mean and the half-width of its t interval (None for fewer than two values). None and infinite values
+    (a speed-up never reached, or reached at the first logged point) are left out; ``n`` counts the rest."""
     from scipy import stats
 
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
@@ -140,15 +141,17 @@ def transfer_table(runs: dict[RunLabel, Path], tag: str = "val/ppl") -> dict:
     curves = {label: load_scalars(d, tag) for label, d in runs.items()}
     scratch = {(k.domain, k.seed): k for k in runs if k.is_scratch}
     rows = []
-    for label in sorted(runs, key=lambda k: (k.domain, k.is_scratch is False, band_key(k.band) if not k.is_scratch else (0, 0), k.seed)):
+    def order(k: RunLabel) -> tuple:  # per domain: scratch first, then the bands by their interval, then seeds
+        return (k.domain, not k.is_scratch, (0.0, 0.0) if k.is_scratch else band_key(k.band), k.seed)
+
+    for label in sorted(runs, key=order):
         steps, values = curves[label]
         row = {"label": str(label), "domain": label.domain, "band": label.band, "seed": label.seed,
                "dir": str(runs[label]), "final_step": int(steps[-1]), "final": float(values[-1])}
         if not label.is_scratch:
             base = curves[scratch[(label.domain, label.seed)]]
             row["final_change"] = float(values[-1] / base[1][-1] - 1)
-            s = speedup(base, (steps, values), tag)
-            row["speedup"] = s
+            row["speedup"] = speedup(base, (steps, values), tag)
         rows.append(row)
     summary = []
     groups: dict[tuple, list[dict]] = {}
