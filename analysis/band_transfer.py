@@ -1,5 +1,6 @@
-"""Which complexity band transfers best to which domain (docs/paper.md §3 and §8): stage-2 runs started
-from NCA models of different gzip bands, compared with scratch runs of the same seed.
+"""Which complexity band transfers best to which domain, and whether the corpus's own gzip ratio predicts it
+(docs/paper.md §3 and §10): stage-2 runs started from NCA models of different gzip bands, compared with
+scratch runs of the same seed as §11 asks (paired per seed, 95% t interval; speed-up as in §8).
 
 A run is labelled ``DOMAIN/BAND/SEED`` (``code/30-40/0``, ``web/50+/1``) or ``DOMAIN/scratch/SEED``. For each
 band run the comparison is paired by seed (same seed = same stage-2 data order and init):
