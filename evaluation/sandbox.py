@@ -108,36 +108,46 @@ def _bwrap_command(slot: int, config: dict) -> list[str]:
 
 
 def _plain_command(slot: int, config: dict, unshare: bool) -> list[str]:
-    executable, _ = _python()
-    return (["unshare", "--net"] if unshare else []) + [executable, "-I", "-S", str(SERVER), str(slot), json.dumps(config)]
+    server = [_python()[0], "-I", "-S", str(SERVER), str(slot), json.dumps(config)]
+    return (["unshare", "--net"] if unshare else []) + server
 
 
 def _probe(command: list[str]) -> bool:
     try:
-        return subprocess.run(command, capture_output=True, timeout=30, env={"PATH": os.environ.get("PATH", "")}).returncode == 0
+        done = subprocess.run(command, capture_output=True, timeout=30, env={"PATH": os.environ.get("PATH", "")})
+        return done.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
 
 @lru_cache(maxsize=None)
-def detect_isolation() -> str:
-    """'bwrap' or 'unshare' when that works on this machine (tried once), else 'none'."""
+def available(isolation: str) -> bool:
+    """Whether ``isolation`` ('bwrap', 'unshare', 'none') works on this machine (tried once)."""
     executable = _python()[0]
-    if shutil.which("bwrap") and _probe(_bwrap_prefix() + [executable, "-I", "-S", "-c", "import socket"]):
-        return "bwrap"
-    if shutil.which("unshare") and _probe(["unshare", "--net", executable, "-I", "-S", "-c", "pass"]):
-        return "unshare"
-    return "none"
+    if isolation == "bwrap":
+        return bool(shutil.which("bwrap")) and _probe(_bwrap_prefix() + [executable, "-I", "-S", "-c", "import socket"])
+    if isolation == "unshare":
+        return bool(shutil.which("unshare")) and _probe(["unshare", "--net", executable, "-I", "-S", "-c", "pass"])
+    return isolation == "none"
+
+
+def detect_isolation() -> str:
+    """The strongest isolation that works here: 'bwrap', else 'unshare' (root), else 'none'."""
+    return next(kind for kind in ("bwrap", "unshare", "none") if available(kind))
 
 
 def _warn_unisolated() -> None:
     global _warned
     if not _warned:
         _warned = True
-        message = ("\n" + "!" * 78 + "\nSANDBOX WARNING: no network isolation here (bubblewrap and `unshare --net` both "
-                   "failed).\nUntrusted programs run with rlimits, a clean environment and the Python guard ONLY; "
-                   "they can reach the network" + (" and, not being root, signal or write as you" if os.geteuid() else "")
-                   + ".\nInstall bubblewrap (apt-get install -y bubblewrap) or allow user namespaces.\n" + "!" * 78)
+        exposed = "the network" + (" and signal or write as you (not root)" if os.geteuid() else "")
+        message = "\n".join([
+            "!" * 78,
+            "SANDBOX WARNING: no network isolation (neither bubblewrap nor `unshare --net` works here,",
+            "or isolation='none' was chosen). Untrusted programs run with rlimits, a clean environment and",
+            f"the Python guard ONLY: they can reach {exposed}.",
+            "Install bubblewrap (apt-get install -y bubblewrap) or allow user namespaces.",
+            "!" * 78])
         print(message, file=sys.stderr, flush=True)
         warnings.warn("sandbox without network isolation (see stderr)", RuntimeWarning, stacklevel=3)
 
@@ -195,8 +205,10 @@ class Sandbox:
             raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
         self.limits = limits or Limits()
         self.isolation = detect_isolation() if isolation == "auto" else isolation
-        if self.isolation == "bwrap" and not shutil.which("bwrap"):
-            raise RuntimeError("isolation='bwrap' but bubblewrap is not installed: apt-get install -y bubblewrap")
+        if not available(self.isolation):
+            raise RuntimeError(f"isolation={self.isolation!r} does not work here (bubblewrap needs to be installed, "
+                               "apt-get install -y bubblewrap, and allowed to make namespaces; unshare needs root): "
+                               "use isolation='auto'")
         if self.isolation == "none":
             _warn_unisolated()
         self.workers = workers

@@ -11,7 +11,8 @@ from evaluation.humaneval import (PROMPT, STOP_STRINGS, Verdict, assemble, job, 
 PROBLEMS = [
     {"task_id": "Toy/0", "entry_point": "add",
      "prompt": 'def add(a: int, b: int) -> int:\n    """Sum of a and b.\n    >>> add(1, 2)\n    3\n    """\n',
-     "test": "\n\nMETADATA = {}\n\n\ndef check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-4, 4) == 0\n",
+     "test": "\n\nMETADATA = {}\n\n\ndef check(candidate):\n"
+             "    assert candidate(1, 2) == 3\n    assert candidate(-4, 4) == 0\n",
      "canonical_solution": "    return a + b\n"},
     {"task_id": "Toy/1", "entry_point": "shout",
      "prompt": "def shout(text: str) -> str:\n    \"\"\"Upper case with a '!'.\"\"\"\n",

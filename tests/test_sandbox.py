@@ -140,7 +140,8 @@ def test_signals_to_everything_and_to_pytest_are_contained(box):
     "import sys\nclass Bomb:\n    def __del__(self):\n        sys.audit('sandbox.finish')\n"
     "def double(x):\n    Bomb()\n    return x + 2\n",
     "import sys\nsys.audit('sandbox.start')\n",
-    "import os\nif os.fork() == 0:\n    def double(x):\n        return 2 * x\nelse:\n    def double(x):\n        return x\n",
+    "import os\nif os.fork() == 0:\n    def double(x):\n        return 2 * x\n"
+    "else:\n    def double(x):\n        return x\n",
 ])
 def test_cheats_score_a_fail(box, cheat):
     """Each would pass a harness that trusts exit codes, output, the result pipe or any finish signal."""
@@ -150,7 +151,7 @@ def test_cheats_score_a_fail(box, cheat):
 
 def test_rebinding_builtins_for_the_test_does_not_help(box):
     test = "def check(candidate):\n    assert abs(candidate(5) - 10) < 1e-9\n"
-    program = ("__builtins__ = dict(vars(__builtins__) if not isinstance(__builtins__, dict) else __builtins__)\n"
+    program = ("__builtins__ = dict(__builtins__ if isinstance(__builtins__, dict) else vars(__builtins__))\n"
                "__builtins__['abs'] = lambda v: 0\n" + WRONG)
     assert check(box, program, test) == (False, "failed: AssertionError")
 
@@ -159,7 +160,8 @@ def test_rebinding_builtins_for_the_test_does_not_help(box):
     ("import builtins\nbuiltins.AssertionError = type('Fine', (Exception,), {})\n",
      "tampered with the harness: changed builtins.AssertionError"),
     ("import math\nmath.isclose = lambda *a, **k: True\n", "tampered with the harness: changed math.isclose"),
-    ("import sys, types\nfake = types.ModuleType('math')\nfake.isclose = lambda *a, **k: True\nsys.modules['math'] = fake\n",
+    ("import sys, types\nfake = types.ModuleType('math')\nfake.isclose = lambda *a, **k: True\n"
+     "sys.modules['math'] = fake\n",
      "tampered with the harness: replaced module math"),
 ])
 def test_patching_what_the_test_uses_is_tampering(box, program, reason):
@@ -212,7 +214,7 @@ def test_patched_builtins_is_reported_as_tampering(box):
 
 def test_hostile_jobs_do_not_change_the_verdicts_of_others(box):
     hostile = ["import os\nwhile True:\n    os.fork()\n", "while True:\n    pass\n", "import os\nos._exit(0)\n"]
-    jobs = [Job(RIGHT, TEST, "double") if n % 2 else Job(hostile[n // 2 % 3] + RIGHT, TEST, "double") for n in range(12)]
+    jobs = [Job(RIGHT if n % 2 else hostile[n // 2 % 3] + RIGHT, TEST, "double") for n in range(12)]
     results = box.run_many(jobs)
     assert [r.passed for r in results] == [bool(n % 2) for n in range(12)]
 
