@@ -13,7 +13,7 @@ and the server dies with its parent. Every program runs in its own process forke
 (setsid, rlimits for CPU time, address space, processes, file size and open files, a per-worker uid when
 root, an empty 0700 working directory removed afterwards); the server kills everything of that uid once
 the program ends or its wall-clock timeout passes. How a pass is made unforgeable is explained in
-`evaluation/sandbox_server.py`; the threat model, what is and is not isolated, and the measured throughput
+`evaluation/sandbox_guard.py`; the threat model, what is and is not isolated, and the measured throughput
 are in docs/sandbox.md.
 
 Without bubblewrap (or where it cannot create namespaces) the fallback is ``unshare --net`` when that
@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Iterable, NamedTuple
 
 SERVER = Path(__file__).with_name("sandbox_server.py")
+GUARD = SERVER.with_name("sandbox_guard.py")  # imported by the server from its own directory
 ISOLATIONS = ("auto", "bwrap", "unshare", "none")
 _warned = False
 
@@ -97,7 +98,8 @@ def _bwrap_prefix() -> list[str]:
     for parent in reversed(Path(prefix).parents[:-1]):  # e.g. /root is 0700 on the host: let other uids through
         command += ["--perms", "0755", "--dir", str(parent)]
     command += ["--ro-bind", prefix, prefix, "--dev", "/dev", "--size", str(256 << 20), "--tmpfs", "/tmp",
-                "--ro-bind", str(SERVER), "/sandbox/server.py", "--chdir", "/tmp"]
+                "--ro-bind", str(SERVER), "/sandbox/server.py", "--ro-bind", str(GUARD), "/sandbox/sandbox_guard.py",
+                "--chdir", "/tmp"]
     if not executable.startswith(prefix + os.sep):
         command += ["--ro-bind", executable, executable]
     return command
@@ -220,7 +222,7 @@ class Sandbox:
     def _config(self) -> dict:
         limits = asdict(self.limits)
         private = self.isolation == "bwrap"  # no /proc and a PID namespace of its own
-        return {"limits": limits, "private_proc": private, "pid_namespace": private,
+        return {"limits": limits, "private_proc": private, "pid_namespace": private, "private_tmp": private,
                 "native_dir": sysconfig.get_config_var("DESTSHARED")}
 
     def _start(self, slot: int) -> _Server:

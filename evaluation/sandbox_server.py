@@ -7,30 +7,13 @@ so a hostile program cannot change the state a later program starts from.
 
 Child, in order: own session, stdin/stdout on /dev/null, rlimits, a fresh uid when the server is root
 (the child can then signal, trace or write nothing of the server's or another program's), its own empty
-0700 working directory, a clean environment; then the guard (below) and `_run_untrusted`.
+0700 working directory, a clean environment; then `sandbox_guard` (the guard and the harness).
 
-Why a pass cannot be forged: the parent (this server) makes a random nonce only AFTER the fork, so it is in
-no memory the program inherits, and hands it over a pipe that the child reads and closes before any
-untrusted code runs. From then on the nonce lives only in the closure of an audit hook (PEP 578), which
-Python code cannot list, remove or reach. The harness signals the end with ``sys.audit("sandbox.finish")``
-and the hook writes the nonce to the result pipe only if that event comes from the one harness frame that
-announced "sandbox.start" (frame identity), at the line of the finish call, in the original process (not a
-fork); straight-line code reaches that line only after ``check(candidate)`` returned and the
-builtins/modules checks passed. Any other finish/start event (the program raising it itself, from its own
-frame or through a C callable) poisons the run. The server counts a pass only if the result pipe holds
-exactly the nonce, so exiting early (sys.exit, os._exit, a signal), printing "passed", writing to the pipe,
-redefining ``check`` or patching builtins all fail. The hook also closes the routes to the interpreter's
-insides that could read the nonce or rewrite the harness: frame access (sys._getframe,
-tb_frame/gi_frame/...), gc walks, tracing, new audit hooks, threads, signal handlers (they receive frames),
-__code__ swaps, exec of other programs, ctypes and native modules from outside the standard library,
-sub-interpreters, and (without a private /proc) opening /proc. See docs/sandbox.md for what this does not
-cover.
+How a pass is made unforgeable: `sandbox_guard` (next to this file).
 """
 
 from __future__ import annotations
 
-import builtins
-import dis
 import fcntl
 import json
 import os
@@ -45,7 +28,11 @@ import sys
 import sysconfig
 import tempfile
 import time
-import types
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # python -I leaves the script's directory out
+import sandbox_guard  # noqa: E402
+
+del sys.path[0]
 
 # Imported once here so a forked program finds them ready (most HumanEval programs use some of them), and
 # importable even where a program's uid cannot read the install (the fallbacks, with Python under /root).
@@ -54,135 +41,7 @@ import fractions, functools, hashlib, heapq, itertools, math, operator, random, 
 import string, textwrap, typing, unicodedata  # noqa: E401,F401
 
 REASON_PREFIX = "sandbox-reason: "
-# Modules whose attributes the harness checks are unchanged before the test and after the check.
-WATCHED = ("builtins", "math", "random", "copy", "string", "re", "collections", "itertools", "functools",
-           "operator", "hashlib", "heapq")
-# Native code, sub-interpreters, process spawning and re-importing signal would undo the guard.
-BLOCKED_IMPORTS = frozenset({
-    "ctypes", "_ctypes", "_posixsubprocess", "subprocess", "multiprocessing", "_multiprocessing",
-    "_xxsubinterpreters", "_xxinterpchannels", "_interpreters", "_testcapi", "_testinternalcapi",
-    "_testmultiphase", "_testbuffer", "_testimportmultiple", "_testsinglephase", "signal", "_signal", "_thread"})
-BLOCKED_EVENTS = frozenset({
-    "sys.settrace", "sys.setprofile", "sys.addaudithook", "sys._current_frames", "gc.get_objects",
-    "gc.get_referrers", "gc.get_referents", "_thread.start_new_thread", "os.exec", "os.posix_spawn",
-    "os.spawn", "os.system", "os.startfile", "subprocess.Popen", "pty.spawn", "sys.remote_exec"})
-FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back"})
 SLOT_UID_BASE = 60000
-
-
-class Tampered(RuntimeError):
-    """The program changed something the harness relies on (builtins, watched modules, check)."""
-
-
-def _run_untrusted(program_code, test_code, entry_point):
-    """Run prompt+completion, then the test, then check(candidate) (only the program when ``entry_point`` is
-    None: it passes if it runs to the end); straight-line, so the finish line is
-    reachable only after the check returned and nothing watched was changed. Everything used after the
-    untrusted code starts is a local bound here first (module globals can be rebound by the program)."""
-    audit, exec_, type_, function = sys.audit, exec, type, types.FunctionType
-    modules, missing, tampered = sys.modules, object(), Tampered
-    builtins_dict = builtins.__dict__
-    watched = tuple((name, modules[name], vars(modules[name]), tuple(vars(modules[name]).items()))
-                    for name in WATCHED if name in modules)
-    check_codes = tuple(c for c in test_code.co_consts if isinstance(c, types.CodeType) and c.co_name == "check")
-    audit("sandbox.start")
-    namespace = {"__builtins__": builtins_dict}
-    exec_(program_code, namespace)
-    for step in (0, 1):  # 0: verify, then run the test and the check; 1: verify again
-        for name, module, attributes, items in watched:
-            if modules.get(name) is not module:
-                raise tampered(f"replaced module {name}")
-            for key, value in items:
-                if attributes.get(key, missing) is not value:
-                    raise tampered(f"changed {name}.{key}")
-        if step == 0 and entry_point is not None:
-            namespace["__builtins__"] = builtins_dict
-            exec_(test_code, namespace)
-            check = namespace.get("check")
-            if type_(check) is not function or (check_codes and check.__code__ is not check_codes[0]):
-                raise tampered("check is not the test's function")
-            if entry_point not in namespace:
-                raise NameError(f"name {entry_point!r} is not defined")
-            check(namespace[entry_point])
-    audit("sandbox.finish")
-
-
-_FINISH_LINE = next(i.positions.lineno for i in dis.get_instructions(_run_untrusted) if i.argval == "sandbox.finish")
-
-
-def _install_guard(nonce: bytes, result_fd: int, native_dir: str, private_proc: bool) -> None:
-    """Add the audit hook that holds the nonce (see the module docstring); it cannot be removed."""
-    getframe, write, exit_, realpath, getpid = sys._getframe, os.write, os._exit, os.path.realpath, os.getpid
-    own_pid = getpid()  # a forked copy of the program reaching the finish does not count
-    expected_code = _run_untrusted.__code__
-    start_frame, poisoned, inside = None, False, False
-
-    def hook(event, args):
-        nonlocal start_frame, poisoned, inside
-        if inside:
-            return
-        if event in ("sandbox.start", "sandbox.finish"):
-            inside = True
-            try:
-                frame = getframe(1)
-            except ValueError:
-                frame = None
-            finally:
-                inside = False
-            if event == "sandbox.start":
-                if start_frame is not None or frame is None or frame.f_code is not expected_code:
-                    poisoned = True
-                else:
-                    start_frame = frame
-            elif (not poisoned and frame is not None and frame is start_frame and frame.f_lineno == _FINISH_LINE
-                  and getpid() == own_pid):
-                try:
-                    write(result_fd, nonce)
-                finally:
-                    exit_(0)
-            else:
-                poisoned = True
-            return
-        if event == "sys._getframe":
-            raise ValueError("frame inspection is disabled in the sandbox")
-        if event == "object.__getattr__" and args[1] in FRAME_ATTRIBUTES:
-            raise AttributeError(f"{args[1]} is disabled in the sandbox")
-        if event == "object.__setattr__" and args[1] == "__code__":
-            raise AttributeError("replacing __code__ is disabled in the sandbox")
-        if event in BLOCKED_EVENTS or event.startswith("ctypes."):
-            raise RuntimeError(f"{event} is disabled in the sandbox")
-        if event == "import":
-            name, filename = args[0], args[1]
-            if name in BLOCKED_IMPORTS or name.split(".")[0] in BLOCKED_IMPORTS:
-                raise ImportError(f"import of {name} is disabled in the sandbox")
-            if filename and not str(filename).endswith(".py") and not str(filename).startswith(native_dir):
-                raise ImportError(f"native module {filename} is disabled in the sandbox")
-        if event == "open" and not private_proc and isinstance(args[0], (str, bytes)):
-            path = os.fsdecode(args[0])
-            if realpath(path).startswith("/proc"):
-                raise PermissionError(f"opening {path} is disabled in the sandbox")
-
-    sys.addaudithook(hook)
-
-
-def _disable(what: str, *attributes: tuple[types.ModuleType, str]) -> None:
-    """Replace functions that have no audit event; the guard blocks re-importing their modules."""
-    def refuse(*_args, **_kwargs):
-        raise RuntimeError(f"{what} are disabled in the sandbox")
-    for module, name in attributes:
-        if hasattr(module, name):
-            setattr(module, name, refuse)
-
-
-def _disable_signal_handlers_and_threads() -> None:
-    """Python signal handlers get the interrupted frame; threads could change what the check uses while it
-    runs (and start_new_thread has no audit event before Python 3.13)."""
-    _disable("signal handlers", (signal, "signal"), (sys.modules["_signal"], "signal"))
-    thread = sys.modules["_thread"]
-    _disable("threads", (thread, "start_new_thread"), (thread, "start_new"), (thread, "start_joinable_thread"))
-    if "threading" in sys.modules:
-        _disable("threads", (sys.modules["threading"], "_start_new_thread"),
-                 (sys.modules["threading"], "_start_joinable_thread"))
 
 
 def _limit(limits: dict, timeout: float) -> None:
@@ -220,13 +79,13 @@ def _child(job: dict, fds: tuple[int, int, int], uid: int | None, workdir: str, 
         while chunk := os.read(3, 256):
             nonce += chunk
         os.close(3)
-        _disable_signal_handlers_and_threads()
-        _install_guard(nonce, 4, config["native_dir"], config["private_proc"])
+        sandbox_guard.disable_signal_handlers_and_threads()
+        sandbox_guard.install_guard(nonce, 4, config["native_dir"], config["private_proc"])
         del nonce
-        _run_untrusted(program_code, test_code, job.get("entry_point"))
+        sandbox_guard.run_untrusted(program_code, test_code, job.get("entry_point"))
     except SystemExit as error:
         reason = f"exited early: SystemExit({error.code!r})"
-    except Tampered as error:
+    except sandbox_guard.Tampered as error:
         reason = f"tampered with the harness: {error}"
     except BaseException as error:  # noqa: BLE001 - any failure of the program is a verdict
         try:
@@ -286,6 +145,18 @@ def _sweep(pid: int, uid: int | None, pid_namespace: bool) -> None:
         finally:
             os._exit(0)
     os.waitpid(killer, 0)
+
+
+def _clean(workdir: str, private_tmp: bool) -> None:
+    """Remove the program's directory; in the sandbox's own /tmp, everything else too (a program running as
+    the server's uid, when not root, can write there)."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    if private_tmp:
+        for entry in os.scandir(tempfile.gettempdir()):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
 
 
 def _describe(status: int | None, timed_out: bool, result: bytes, nonce: bytes, stderr: bytes) -> tuple[bool, str]:
@@ -352,7 +223,7 @@ def run_job(job: dict, slot: int, config: dict) -> dict:
     selector.close()
     for fd in (pidfd, result_r, err_r):
         os.close(fd)
-    shutil.rmtree(workdir, ignore_errors=True)
+    _clean(workdir, config["private_tmp"])
     passed, reason = _describe(None if timed_out else status, timed_out, bytes(result), nonce, bytes(stderr))
     return {"passed": passed, "reason": reason}
 
@@ -370,7 +241,7 @@ def _read_exact(fd: int, size: int) -> bytes:
 def serve(slot: int, config: dict) -> None:
     """Answer framed jobs (4-byte big-endian length + JSON) on fd 0 with framed verdicts on fd 1."""
     config.setdefault("native_dir", sysconfig.get_config_var("DESTSHARED"))
-    for name in BLOCKED_IMPORTS:
+    for name in sandbox_guard.BLOCKED_IMPORTS:
         if name in sys.modules and name not in ("signal", "_signal", "_thread"):
             raise RuntimeError(f"the sandbox server must not have {name} imported")
     while True:
