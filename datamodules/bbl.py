@@ -165,7 +165,7 @@ class BBLDataModule(SupervisedRowsDataModule):
             raise FileNotFoundError(f"BBL source {source} does not exist; {SOURCE_HELP}")
         if max_per_task < 1 or max_exemplars < 0 or not 0.0 < val_fraction < 1.0:
             raise ValueError("need max_per_task >= 1, max_exemplars >= 0 and 0 < val_fraction < 1")
-        self.source, self.tasks = source, (tuple(tasks) if tasks else None)
+        self.data_source, self.tasks = source, (tuple(tasks) if tasks else None)
         self.max_per_task, self.max_exemplars = max_per_task, max_exemplars
         self.val_fraction, self.min_train_examples = val_fraction, min_train_examples
         self.used_tasks: list[str] = []
@@ -173,12 +173,13 @@ class BBLDataModule(SupervisedRowsDataModule):
 
     def splits(self) -> dict[str, tuple[list[BBLExample], list[BBLExample]]]:
         if self._splits is None:
-            self._splits = split_tasks(load_tasks(self.source, self.tasks), self.val_fraction, self.max_per_task,
+            self._splits = split_tasks(load_tasks(self.data_source, self.tasks), self.val_fraction, self.max_per_task,
                                        self.min_train_examples)
             self.used_tasks = list(self._splits)
         return self._splits
 
     def build_rows(self, split: str) -> list[dict[str, torch.Tensor]]:
+        """Rows of "train" or "val"; "test" is the validation side too (the raw tasks hold nothing else)."""
         rows = []
         for t, (task, (train, val)) in enumerate(self.splits().items()):
             exemplars = [[(self.tokenizer.encode(e.exemplar), False)] for e in train]

@@ -101,7 +101,7 @@ class GSM8KDataModule(SupervisedRowsDataModule):
         self.save_hyperparameters()
         if exemplars < 0 or not 0.0 < val_fraction < 0.5:
             raise ValueError(f"need exemplars >= 0 and 0 < val_fraction < 0.5; got {exemplars}, {val_fraction}")
-        self.source, self.exemplars, self.val_fraction = source, exemplars, val_fraction
+        self.data_source, self.exemplars, self.val_fraction = source, exemplars, val_fraction
         path = Path(source).expanduser()
         if path.is_dir() and not (path / "train.jsonl").is_file():
             raise FileNotFoundError(f"{path / 'train.jsonl'} does not exist; {SOURCE_HELP}")
@@ -111,17 +111,19 @@ class GSM8KDataModule(SupervisedRowsDataModule):
 
     def splits(self) -> tuple[list[GSM8KExample], list[GSM8KExample]]:
         if self._splits is None:
-            self._splits = train_val_split(load_split(self.source, "train"), self.val_fraction)
+            self._splits = train_val_split(load_split(self.data_source, "train"), self.val_fraction)
             if not self._splits[0] or not self._splits[1]:
-                raise ValueError(f"GSM8K train split of {self.source} leaves an empty train or validation part "
+                raise ValueError(f"GSM8K train split of {self.data_source} leaves an empty train or validation part "
                                  f"at val_fraction={self.val_fraction}; give more examples")
         return self._splits
 
     def build_rows(self, split: str) -> list[dict[str, torch.Tensor]]:
+        """Rows of "train", "val" (held out from train) or "test" (the test split, for ``nca test`` only)."""
         train, val = self.splits()
         pool = [self.encode_pair(e.prompt, e.answer, close=True) for e in train]  # exemplars: train only
-        encoded = pool if split == "train" else [self.encode_pair(e.prompt, e.answer, close=True) for e in val]
-        domain = 0 if split == "train" else 1
+        targets = {"val": val, "test": load_split(self.data_source, "test") if split == "test" else []}.get(split)
+        encoded = pool if split == "train" else [self.encode_pair(e.prompt, e.answer, close=True) for e in targets]
+        domain = {"train": 0, "val": 1, "test": 2}[split]
         rows = []
         for i, target in enumerate(encoded):
             picks = pick_exemplars(len(pool), self.exemplars, (self.seed, domain, i),

@@ -3,8 +3,8 @@
 A row is a list of segments ``(token ids, supervised)``: prompt text is masked (-100), answers are
 supervised. Rows hold at most ``seq_len + 1`` ids and are padded to exactly that with masked ids, so batches
 have one fixed shape. Labels follow the batch contract (already shifted: ``labels[t]`` is the target of
-position ``t``). The DataModule base builds rows once in ``setup`` (the sets are small: seconds to tokenise)
-and serves them shuffled by a seeded generator.
+position ``t``). The DataModule base (on ``datamodules.base.TokenDataModule``) builds rows once in
+``setup`` (the sets are small: seconds to tokenise) and streams them as numbered, resumable batches.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 from typing import Sequence
 
-import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.base import Split, TokenDataModule
 from datamodules.shards import IGNORE_INDEX
+from datamodules.streaming import BatchSource
 from datamodules.tokenizers import TextTokenizer, load_tokenizer
 
 Segment = tuple[list[int], bool]  # (ids, supervised)
@@ -72,22 +74,48 @@ class RowList(Dataset):
         return self.rows[index]
 
 
-class SupervisedRowsDataModule(L.LightningDataModule):
-    """Base of the stage-3 DataModules: subclasses implement ``build_rows(split)`` for "train" / "val".
+class RowBatches(BatchSource):
+    """In-memory rows as an endless numbered stream: pass ``e`` is a permutation seeded by (seed, e), so
+    every row appears once per pass (as ``ShardRows`` does for shard corpora) and a resumed run continues."""
 
-    ``vocab_size`` is the tokenizer's, so a stage-2 checkpoint trained with the same tokenizer loads with its
-    embeddings kept (the reference's fine-tuning and evaluation disagreed on it).
+    def __init__(self, rows: list[dict[str, torch.Tensor]], batch_size: int, seed: int = 0):
+        if not rows:
+            raise ValueError("no training rows")
+        self.rows, self.batch_size, self.seed = rows, batch_size, seed
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def _row(self, i: int) -> dict[str, torch.Tensor]:
+        epoch, pos = divmod(i, len(self.rows))
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.rows)))
+        return self.rows[int(self._perm[1][pos])]
+
+    def batches(self, numbers: list[int]) -> list[dict[str, torch.Tensor]]:
+        b = self.batch_size
+        out = []
+        for q in numbers:
+            rows = [self._row(j) for j in range(q * b, (q + 1) * b)]
+            out.append({key: torch.stack([r[key] for r in rows]) for key in rows[0]})
+        return out
+
+
+class SupervisedRowsDataModule(TokenDataModule):
+    """Base of the stage-3 DataModules: subclasses implement ``build_rows(split)`` for "train", "val", "test".
+
+    Training rows stream endlessly (one seeded permutation per pass; stop runs with ``trainer.max_steps``);
+    validation and test read every row once, in order. ``vocab_size`` is the tokenizer's, so a stage-2
+    checkpoint trained with the same tokenizer loads with its embeddings kept (the reference's fine-tuning
+    and evaluation disagreed on it).
     """
 
     def __init__(self, tokenizer: str, seq_len: int, batch_size: int, num_workers: int, seed: int):
-        super().__init__()
-        if seq_len < 2 or batch_size < 1 or num_workers < 0:
-            raise ValueError(f"need seq_len >= 2, batch_size >= 1, num_workers >= 0; got {seq_len}, {batch_size}, {num_workers}")
+        super().__init__(batch_size, num_workers)
+        if seq_len < 2:
+            raise ValueError(f"data seq_len must be >= 2, got {seq_len}")
         self.tokenizer: TextTokenizer = load_tokenizer(tokenizer)
         self.vocab_size: int = self.tokenizer.vocab_size
-        self.seq_len, self.batch_size, self.num_workers, self.seed = seq_len, batch_size, num_workers, seed
-        self.train_data: RowList | None = None
-        self.val_data: RowList | None = None
+        self.seq_len, self.seed = seq_len, seed
+        self.data: dict[str, RowList] = {}
 
     def build_rows(self, split: str) -> list[dict[str, torch.Tensor]]:
         raise NotImplementedError
@@ -97,22 +125,21 @@ class SupervisedRowsDataModule(L.LightningDataModule):
         answer_ids = self.tokenizer.encode(answer) + ([self.tokenizer.eot_id] if close else [])
         return [(self.tokenizer.encode(prompt), False), (answer_ids, True)]
 
+    def rows(self, split: str) -> RowList:
+        if split not in self.data:
+            self.data[split] = RowList(self.build_rows(split))
+        return self.data[split]
+
     def setup(self, stage: str | None = None) -> None:
-        if self.train_data is None:
-            self.train_data = RowList(self.build_rows("train"))
-            self.val_data = RowList(self.build_rows("val"))
-            if len(self.train_data) < self.batch_size:
-                raise ValueError(f"{len(self.train_data)} training rows cannot fill one batch of {self.batch_size}")
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "fit", ("train", "val"))
+        for split in splits:
+            self.rows(split)
+        if "train" in splits and len(self.rows("train")) < self.batch_size:
+            raise ValueError(f"{len(self.rows('train'))} training rows cannot fill one batch of {self.batch_size}")
 
-    def _loader(self, data: RowList | None, shuffle: bool) -> DataLoader:
-        if data is None:
-            raise RuntimeError("call setup() before asking for dataloaders")
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(data, batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, drop_last=shuffle)
+    def source(self, split: Split) -> BatchSource:
+        return RowBatches(self.rows(split).rows, self.batch_size, self.seed)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_data, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_data, shuffle=False)
+    def eval_loader(self, split: Split) -> DataLoader:
+        """Every row of a held-out split once, in order (Lightning shards it across ranks)."""
+        return DataLoader(self.rows(split), batch_size=self.batch_size, num_workers=self.num_workers)

@@ -2,8 +2,8 @@
 
 Without a source, the corpus is the validation split of the checkpoint's own training data: the
 DataModule is rebuilt from the settings the checkpoint recorded, so its cache key matches and the training
-corpus is not tokenised again. With a source, the whole source is the evaluation set (read as the
-DataModule's ``val_source``; its training side is capped at one row, so nearly nothing else is tokenised).
+corpus is not tokenised again. With a source, the whole source is the evaluation set (the DataModule's
+``val_source``; only that split's cache is built).
 Loss = summed cross-entropy over every target token / number of target tokens; perplexity = exp(loss).
 """
 
@@ -35,9 +35,8 @@ def text_datamodule(data: dict[str, Any], source: str | None = None, tokenizer: 
         )
     overrides = {"tokenizer": tokenizer, "cache_dir": cache_dir, "batch_size": batch_size}
     args.update({k: v for k, v in overrides.items() if v is not None})
-    if source is not None:  # the training side only has to fill one batch
-        cap = args.get("seq_len", 1024) * args.get("batch_size", 8)
-        args.update(source=source, val_source=source, max_tokens=cap, max_val_tokens=None)
+    if source is not None:  # only the validation cache is built (prepare_splits(["val"]))
+        args.update(source=source, val_source=source, max_val_tokens=None)
     args["num_workers"] = 0
     if "source" not in args:
         raise ValueError("No corpus known for this checkpoint: give one with --data")

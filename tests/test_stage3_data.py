@@ -110,9 +110,9 @@ def test_gsm8k_rows_supervise_every_answer_and_no_question(tmp_path):
     tok = load_tokenizer(tok_dir)
     train, val = dm.splits()
     assert len(train) + len(val) == 40 and val and not {e.question for e in train} & {e.question for e in val}
-    assert dm.vocab_size == 257 and len(dm.train_data) == len(train) and len(dm.val_data) == len(val)
+    assert dm.vocab_size == 257 and len(dm.rows("train")) == len(train) and len(dm.rows("val")) == len(val)
     answers = {e.answer for e in train}
-    for data, targets in ((dm.train_data, train), (dm.val_data, val)):
+    for data, targets in ((dm.rows("train"), train), (dm.rows("val"), val)):
         for row, target in zip(data.rows, targets):
             assert row["input_ids"].shape == (1024,) and row["labels"].shape == (1024,)
             text = tok.decode(row["input_ids"].tolist())
@@ -126,7 +126,7 @@ def test_gsm8k_rows_supervise_every_answer_and_no_question(tmp_path):
             assert all(s.split("Answer:\n", 1)[1] in answers for s in shown[:5])
             assert target.answer not in [s.split("Answer:\n", 1)[1] for s in shown[:5]]
     # labels are the next ids: where supervised, label t == input t + 1
-    row = dm.train_data.rows[0]
+    row = dm.rows("train").rows[0]
     keep = (row["labels"] != IGNORE).nonzero().flatten()
     assert torch.equal(row["labels"][keep[:-1]], row["input_ids"][keep[:-1] + 1])
 
@@ -143,6 +143,26 @@ def test_gsm8k_rows_are_deterministic_and_fit_short_rows(tmp_path):
     tok = load_tokenizer(tok_dir)
     for row, target in zip(short.build_rows("train"), short.splits()[0]):
         assert supervised_text(tok, row).endswith(target.answer)  # exemplars dropped, the target kept
+
+
+def test_rows_stream_once_per_pass_and_held_out_splits_once_in_order(tmp_path):
+    source, tok_dir = write_gsm8k(tmp_path / "gsm8k"), write_tokenizer(tmp_path / "tok")
+    dm = GSM8KDataModule(str(source), str(tok_dir), seq_len=256, batch_size=4, val_fraction=0.2, seed=0)
+    dm.setup("fit")
+    train = dm.rows("train").rows
+    key = lambda ids: tuple(ids.tolist())  # noqa: E731
+    index = {key(r["input_ids"]): i for i, r in enumerate(train)}
+    stream = iter(dm.train_dataloader())
+    per_pass = len(train) // 4  # 32 rows: 8 batches a pass
+    seen = [index[key(ids)] for _ in range(2 * per_pass) for ids in next(stream)["input_ids"]]
+    assert sorted(seen[: len(train)]) == sorted(seen[len(train):]) == list(range(len(train)))
+    assert seen[: len(train)] != seen[len(train):]  # each pass in its own seeded order
+    again = iter(dm.train_dataloader())
+    assert torch.equal(next(again)["input_ids"], torch.stack([train[i]["input_ids"] for i in seen[:4]]))
+    val = [ids for batch in dm.val_dataloader() for ids in batch["input_ids"]]
+    assert [key(v) for v in val] == [key(r["input_ids"]) for r in dm.rows("val").rows]
+    dm.setup("test")
+    assert sum(len(b["input_ids"]) for b in dm.test_dataloader()) == 6  # the GSM8K test split, for `nca test`
 
 
 def test_gsm8k_bad_source_fails_at_once(tmp_path):
@@ -178,9 +198,9 @@ def test_bbl_rows_supervise_only_the_answer(tmp_path):
     tok = load_tokenizer(tmp_path / "tok")
     assert dm.used_tasks == ["logical_deduction", "operators", "winowhy"]
     train = [e for task in dm.used_tasks for e in dm.splits()[task][0]]
-    assert len(dm.train_data) == len(train)
+    assert len(dm.rows("train")) == len(train)
     shots = set()
-    for row, example in zip(dm.train_data.rows, train):
+    for row, example in zip(dm.rows("train").rows, train):
         text = tok.decode(row["input_ids"].tolist())
         assert supervised_text(tok, row) == example.answer
         assert text.rstrip(tok.decode([tok.eot_id])).endswith(example.prompt + example.answer)
@@ -203,13 +223,14 @@ def test_bbl_unknown_task_and_missing_source_fail_at_once(tmp_path):
 def test_stage3_recipes_parse_and_match_the_paper(recipe):
     from tests.test_configs import parse
 
-    paper = {"gsm8k": dict(lr=1e-5, rows=512, epochs=10, steps=140), "bbl": dict(lr=5e-6, rows=64, epochs=1, steps=61)}
+    paper = {"gsm8k": dict(lr=1e-5, rows=512, steps=139), "bbl": dict(lr=5e-6, rows=64, steps=62)}
     config = parse(f"configs/stage3/{recipe}.yaml")
     model, trainer, data = config["model"], config["trainer"], config["data"]["init_args"]
     assert model["lr"] == paper[recipe]["lr"] and model["warmup_fraction"] == 0.1 and model["weight_decay"] == 0.0
     assert model["reinit_embeddings"] is False and model["init_from"]
-    assert trainer["gradient_clip_val"] == 1.0 and trainer["max_epochs"] == paper[recipe]["epochs"]
-    assert trainer["max_steps"] == paper[recipe]["steps"]
+    assert trainer["gradient_clip_val"] == 1.0 and trainer["max_steps"] == paper[recipe]["steps"]
     assert data["batch_size"] * trainer["accumulate_grad_batches"] * 8 == paper[recipe]["rows"]
+    assert parse(f"configs/stage3/{recipe}.yaml", "configs/model/1.6b.yaml")["model"]["config"]["n_layer"] == 24
     cpu = parse(f"configs/stage3/{recipe}.yaml", "configs/cpu/stage3.yaml")
-    assert cpu["model"]["config"]["n_layer"] == 2 and cpu["data"]["init_args"]["seq_len"] == 256
+    assert cpu["model"]["config"] is None  # the defaults: the tiny model of the CPU stages 1 and 2
+    assert cpu["data"]["init_args"]["seq_len"] == 256 and cpu["trainer"]["precision"] == "32-true"
