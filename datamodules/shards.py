@@ -8,6 +8,7 @@ Written by ``python -m nca generate`` and by the text cache, read by the DataMod
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,22 @@ import torch
 
 MANIFEST = "manifest.json"
 IGNORE_INDEX = -100
+CHUNK_ROWS = 1 << 14  # rows read at a time when verifying a shard
+REBUILD = ("rebuild it: `nca generate --out NEW_DIR ...` for an NCA corpus; for a text cache, remove the cache "
+           "directory and the text DataModule writes it again")
+
+
+class CorpusError(ValueError):
+    """A corpus whose files no longer match its manifest (edited, truncated, other dtype, ids out of range)."""
+
+
+def sha256_file(path: Path) -> str:
+    """The shard's SHA-256 (``sha256sum FILE`` prints the same), as recorded in the manifest."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def smallest_dtype(vocab_size: int) -> np.dtype:
@@ -85,6 +102,8 @@ class ShardWriter:
         metadata: dict[str, Any] | None = None,
     ):
         self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise FileExistsError(f"{self.directory} is a file, not a directory; choose a new --out directory")
         if self.directory.exists() and any(self.directory.iterdir()):
             raise FileExistsError(
                 f"{self.directory} already exists and is not empty; refusing to overwrite it. "
@@ -116,7 +135,8 @@ class ShardWriter:
         out, rest = data[:n], data[n:]
         name = f"shard_{len(self.manifest.shards):05d}.bin"
         out.tofile(self.directory / name)
-        self.manifest.shards.append({"file": name, "rows": int(len(out))})
+        self.manifest.shards.append({"file": name, "rows": int(len(out)), "bytes": int(out.nbytes),
+                                     "sha256": hashlib.sha256(np.ascontiguousarray(out).data).hexdigest()})
         self.manifest.rows += int(len(out))
         self._buffer = [rest] if len(rest) else []
         self._buffered = len(rest)
@@ -136,13 +156,63 @@ class ShardWriter:
             self.close()
 
 
+def check_layout(directory: Path, m: Manifest) -> np.dtype:
+    """The cheap checks (no data read): a known dtype wide enough for the vocabulary, row counts that add up,
+    and every shard file present with exactly ``rows * row_len * itemsize`` bytes."""
+    try:
+        dtype = np.dtype(m.dtype)
+    except TypeError:
+        raise CorpusError(f"corpus {directory}: {MANIFEST} names an unknown dtype {m.dtype!r}; {REBUILD}") from None
+    if dtype.kind != "u" or m.vocab_size > np.iinfo(dtype).max + 1:
+        raise CorpusError(f"corpus {directory}: dtype {m.dtype} cannot hold ids of a {m.vocab_size}-token "
+                          f"vocabulary; {REBUILD}")
+    if m.rows != sum(s["rows"] for s in m.shards):
+        raise CorpusError(f"corpus {directory}: {MANIFEST} says {m.rows} rows but its shards add up to "
+                          f"{sum(s['rows'] for s in m.shards)}; {REBUILD}")
+    for shard in m.shards:
+        path = directory / shard["file"]
+        expected = shard["rows"] * m.row_len * dtype.itemsize
+        if not path.is_file():
+            raise CorpusError(f"corpus {directory}: shard {shard['file']} is missing; {REBUILD}")
+        size = path.stat().st_size
+        if size != expected:
+            raise CorpusError(
+                f"corpus {directory}: {shard['file']} has {size} bytes, its manifest entry {expected} ({shard['rows']} "
+                f"rows x {m.row_len} ids x {dtype.itemsize} bytes): truncated, edited or of another dtype; {REBUILD}")
+    return dtype
+
+
+def verify_corpus(directory: str | Path) -> Manifest:
+    """Check a corpus against its manifest before training on it: the layout (``check_layout``), each shard's
+    SHA-256 where the manifest records one (written by ``ShardWriter``), and every id inside the vocabulary.
+    Reads every byte once; raises ``CorpusError`` naming the file and the fix."""
+    directory = Path(directory)
+    m = Manifest.load(directory)
+    dtype = check_layout(directory, m)
+    for shard in m.shards:
+        path = directory / shard["file"]
+        if shard.get("sha256") and sha256_file(path) != shard["sha256"]:
+            raise CorpusError(f"corpus {directory}: {shard['file']} does not match the SHA-256 in {MANIFEST} "
+                              f"(the file changed after it was written); {REBUILD}")
+        if not shard["rows"]:
+            continue
+        data = np.memmap(path, dtype=dtype, mode="r", shape=(shard["rows"], m.row_len))
+        top = max(int(data[i:i + CHUNK_ROWS].max()) for i in range(0, shard["rows"], CHUNK_ROWS))
+        if top >= m.vocab_size:
+            raise CorpusError(f"corpus {directory}: {shard['file']} holds id {top}, outside the manifest's vocabulary "
+                              f"of {m.vocab_size} ids; {REBUILD}")
+    return m
+
+
 class TokenShards:
-    """Random access to the rows of a corpus, memory-mapped (reading never loads a whole shard)."""
+    """Random access to the rows of a corpus, memory-mapped (reading never loads a whole shard).
+    Opening checks the layout against the manifest; ``verify_corpus`` also checks the contents."""
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
         self.manifest = Manifest.load(self.directory)
         m = self.manifest
+        check_layout(self.directory, m)
         self._maps = [
             np.memmap(self.directory / s["file"], dtype=np.dtype(m.dtype), mode="r", shape=(s["rows"], m.row_len))
             for s in m.shards

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from datamodules.shards import TokenShards, row_to_sample
+from datamodules.shards import TokenShards, row_to_sample, verify_corpus
 
 
 class BatchSource:
@@ -35,8 +35,8 @@ class ShardRows(BatchSource):
 
     def __init__(self, directory, batch_size: int, seed: int = 0):
         self.directory, self.batch_size, self.seed = directory, batch_size, seed
-        shards = TokenShards(directory)  # fail now, not in a worker, if the corpus is missing
-        self.rows, self.mask_first = len(shards), shards.manifest.mask_first
+        manifest = verify_corpus(directory)  # fail now, not in a worker, if the corpus is missing or changed
+        self.rows, self.mask_first = manifest.rows, manifest.mask_first
         if self.rows == 0:
             raise ValueError(f"the corpus at {directory} holds no rows")
         self._shards: TokenShards | None = None
