@@ -220,3 +220,31 @@ def test_cli_scores_apart_and_refuses_other_settings(tmp_path, monkeypatch, caps
     assert (out / runner.TENSORBOARD).is_dir() and "pass@1/strict" in capsys.readouterr().out
     assert evaluate([*args[:-2], "--n", "8", "--stage", "score"]) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_humaneval_task_runs_completions_in_the_sandbox(tmp_path, monkeypatch):
+    from datamodules.tokenizers import load_tokenizer
+    from evaluation.humaneval_task import HumanEvalTask
+
+    problem = {"task_id": "Toy/0", "prompt": "def add(a, b):\n", "entry_point": "add",
+               "test": "def check(f):\n    assert f(2, 3) == 5\n"}
+    (tmp_path / "he.jsonl").write_text(json.dumps(problem) + "\n")
+    replies = ["    return a + b\ndef extra():\n    return 1/0\n", "    return a - b\n"]
+
+    def sampler(model, prompts, n, cfg, *, prompt_ids=None, **_):
+        assert "\ndef " in cfg.stop_strings and cfg.stop_ids == (256,)
+        return [[FakeCompletion([1], replies[j % 2], "stop") for j in range(n)] for _ in prompts]
+
+    monkeypatch.setattr(runner, "load_sampler", lambda: (sampler, lambda **kw: SimpleNamespace(**kw)))
+    task = HumanEvalTask(str(tmp_path / "he.jsonl"), timeout=5.0)
+    problems = task.problems()
+    assert problems[0].prompt == ("def add(a, b):\n",)
+    model = SimpleNamespace(config=SimpleNamespace(block_size=64))
+    tok = load_tokenizer(write_tokenizer(tmp_path / "tok"))
+    runner.generate(task, problems, tmp_path / "eval", model, tok, n=4, temperature=0.4, top_p=0.95,
+                    max_new_tokens=16, seed=0)
+    scored = runner.score(task, problems, tmp_path / "eval", 4)
+    assert [scored[("Toy/0", j)]["verdict"] for j in range(4)] == [True, False, True, False]
+    assert scored[("Toy/0", 0)]["extracted"] == "    return a + b"  # cut at "\ndef "
+    results = runner.summarize(task, problems, scored, tmp_path / "eval", {}, 4, echo=lambda s: None)
+    assert results["metrics"]["pass@1"] == pytest.approx(0.5) and results["metrics"]["pass@4"] == 1.0

@@ -1,6 +1,7 @@
 """``nca evaluate``: stage-3 benchmarks of a checkpoint (docs/paper.md §7), resumable, in a folder of its own.
 
     nca evaluate --ckpt runs/stage3-gsm8k/checkpoints/last.ckpt --task gsm8k --data data/gsm8k
+    nca evaluate --ckpt CKPT --task humaneval --data HumanEval.jsonl.gz
     nca evaluate --ckpt CKPT --task bbl --data bbl24_task_json.tar.xz [--mode logprob]
     nca evaluate --ckpt CKPT --task perplexity [--data corpus.jsonl]
 
@@ -21,8 +22,9 @@ from typing import Any
 PAPER: dict[str, tuple[int, float, float, int]] = {
     "gsm8k": (32, 0.6, 1.0, 250),
     "bbl": (64, 0.4, 0.95, 35),
+    "humaneval": (64, 0.4, 0.95, 500),
 }
-TASKS = ("gsm8k", "bbl", "perplexity")
+TASKS = ("gsm8k", "humaneval", "bbl", "perplexity")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,6 +33,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help="Lightning .ckpt, sharded FSDP directory or litgpt checkpoint")
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--data", help="gsm8k: directory with {train,test}.jsonl or a HF name (default openai/gsm8k); "
+                                  "humaneval: HumanEval.jsonl.gz or 'openai_humaneval' (HF; required); "
                                   "bbl: task JSON .tar.xz or directory (required); perplexity: a corpus "
                                   "(default: the checkpoint's validation split)")
     p.add_argument("--tokenizer", help="tokenizer spec (default: the one the checkpoint was trained with)")
@@ -59,6 +62,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--tasks", nargs="+", help="BBL task names (default: the English tasks)")
     b.add_argument("--max_per_task", type=int, default=350)
     b.add_argument("--min_train_examples", type=int, default=100, help="tasks with fewer are left out (the reference)")
+    h = p.add_argument_group("humaneval")
+    h.add_argument("--stops", choices=("reference", "codex", "bigcode"), default="reference",
+                   help="stop strings: the paper's reference list, or with the Codex / bigcode additions")
+    h.add_argument("--workers", type=int, default=2, help="programs executed at once")
+    h.add_argument("--timeout", type=float, default=3.0, help="seconds per program")
     t = p.add_argument_group("perplexity")
     t.add_argument("--cache_dir", help="token cache of the text DataModule (default: the checkpoint's)")
     return p
@@ -71,7 +79,13 @@ def make_task(args: argparse.Namespace):
         return GSM8KTask(args.data or "openai/gsm8k", args.exemplars, args.exemplar_split, args.prompt_style,
                          args.score_truncated, args.seed, args.limit)
     if args.data is None:
-        raise ValueError("--task bbl needs --data: the BIG-bench task JSON (.tar.xz or directory)")
+        raise ValueError(f"--task {args.task} needs --data: "
+                         + ("HumanEval.jsonl.gz or 'openai_humaneval'" if args.task == "humaneval"
+                            else "the BIG-bench task JSON (.tar.xz or directory)"))
+    if args.task == "humaneval":
+        from evaluation.humaneval_task import HumanEvalTask
+
+        return HumanEvalTask(args.data, args.stops, args.workers, args.timeout, args.limit)
     from evaluation.bbl import BBLTask
 
     return BBLTask(args.data, args.mode, args.chance, args.tasks, args.max_per_task,
