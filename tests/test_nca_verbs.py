@@ -14,7 +14,7 @@ from nca.cli import main
 from nca.automaton.complexity import Band, rule_ratios
 from nca.automaton.config import NCAConfig
 from nca.automaton.stream import NCAStream
-from tests.test_tokenizers import write_bpe
+from tests.conftest import write_bpe
 
 SMALL = ["--nca.n_states", "4", "--nca.grid", "6", "--nca.patch", "2"]
 
@@ -41,7 +41,7 @@ def test_generate_writes_the_stream_with_a_manifest(tmp_path, capsys):
     assert stats["acceptance"] == pytest.approx(24 / stats["candidates_tried"])
     expected = NCAStream(NCAConfig(n_states=4, grid=6, patch=2), 48, (0.3, 1.0), seed=5).rows(torch.arange(19))
     assert np.array_equal(np.stack(list(shards)), expected.numpy())
-    dm = NCADataModule(seq_len=48, n_states=4, grid=6, patch=2, batch_size=4, corpus=str(out), val_rules=None)
+    dm = NCADataModule(seq_len=48, nca=NCAConfig(n_states=4, grid=6, patch=2), batch_size=4, corpus=str(out), val_rules=None)
     dm.setup("fit")
     assert next(iter(dm.train_dataloader()))["input_ids"].shape == (4, 48)
     # never overwrite: the second run fails before doing any work and leaves the corpus as it was
@@ -74,7 +74,7 @@ def test_preview_renders_png_and_gif_per_band(tmp_path, capsys):
     assert run(["preview", "--out", str(tmp_path), "--bands", "[30-40, 50+]", "--rules", "2", "--frames", "3",
                 "--scale", "2", *SMALL]) == 0
     png = Image.open(tmp_path / "band_50plus.png")
-    assert png.size == (3 * 12 + 2 * 2, 2 * 12 + 2)  # 3 frames x 2 rules of 6x6 cells at scale 2, 2px gaps
+    assert png.width > 3 * 12 + 2 * 2 and png.height > 2 * 12 + 2  # labelled: title, frame indices, rule labels around the grids
     gif = Image.open(tmp_path / "band_30-40.gif")
     assert gif.n_frames == 3
     before = (tmp_path / "band_50plus.png").read_bytes()

@@ -6,22 +6,10 @@ from pathlib import Path
 import pytest
 
 from datamodules import tokenizers
-from datamodules.tokenizers import _byte_decoder, load_tokenizer
+from datamodules.tokenizers import load_tokenizer
+from tests.conftest import TO_CHAR, write_bpe
 
 SHARED_GPT2 = Path(os.environ.get("NCA_SHARED_DATA", "/work/shared/data")) / "gpt2_tokenizer"
-TO_CHAR = {b: c for c, b in _byte_decoder().items()}
-
-
-def write_bpe(directory: Path, merges: list[tuple[str, str]], names=("encoder.json", "vocab.bpe")) -> Path:
-    """A tiny GPT-2-format vocabulary: 256 byte tokens in tiktoken's order, the merges, then <|endoftext|>."""
-    directory.mkdir(parents=True, exist_ok=True)
-    encoder = {c: i for i, c in enumerate(_byte_decoder())}
-    for a, b in merges:
-        encoder[a + b] = len(encoder)
-    encoder["<|endoftext|>"] = len(encoder)
-    (directory / names[0]).write_text(json.dumps(encoder))
-    (directory / names[1]).write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-    return directory
 
 
 MERGES = [("h", "e"), ("l", "l"), ("he", "ll"), (TO_CHAR[32], "w")]
