@@ -1,0 +1,250 @@
+"""The one-GPU check (issue 14): cuda-marked tests, then the GPU benchmarks, as one summary table.
+
+    python benchmarks/gpu_check.py --out DIR        # or benchmarks/gpu_check.sh [DIR]
+
+Parts, each a subprocess under its own ``timeout`` (a failure or time-out in one never stops the others), all
+inside ``--budget`` seconds (default 530, so the whole check fits 9 minutes); a part that no longer fits is
+marked skipped:
+
+    cuda-tests     python -m pytest -m cuda
+    fsdp-resume    160M (configs/model/160m.yaml) FSDP bf16 fit on NCA tokens made on the GPU, SIGKILLed mid-run
+                   (after a checkpoint), resumed with ``--ckpt_path last``; its losses must equal an uninterrupted run
+    mfu-*          benchmarks/train_throughput.py fsdp-mfu: 1.6B and 400M, activation checkpointing on and off
+    nca-gpu        benchmarks/nca_throughput.py --device cuda: NCA tokens/s generated on the GPU
+    sampler-1.6b   benchmarks/sampler.py --config 1.6b --device cuda (n = 64), where that script exists
+
+The table goes to stdout and to ``DIR/gpu_check.md`` (a free name ``gpu_check-N.md`` if taken: nothing is
+overwritten), each part's full output to ``DIR/gpu_check_logs[-N]/PART.log``. Without a GPU every part is
+skipped with the reason and the exit code is 0; with one, it is 1 when any part failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_BUDGET_S = 530
+LOSS_TOLERANCE = 1e-2  # |loss difference| allowed after the resume (bf16, GPU atomics): equal to ~3 digits
+KILL_AT_STEP, CHECKPOINT_EVERY, RESUME_STEPS = 30, 20, 50
+
+@dataclass
+class Part:
+    name: str
+    what: str
+    cap_s: int
+    command: list[str]
+    summarize: object  # (log text) -> str
+    needs: Path | None = None  # a script that may not exist yet
+
+
+@dataclass
+class Outcome:
+    part: Part
+    status: str
+    result: str
+    seconds: float
+
+
+# ---------------------------------------------------------------------------------------------- summaries
+def summarize_pytest(log: str) -> str:
+    lines = [line for line in log.splitlines() if re.search(r"\d+ (passed|failed|skipped|deselected|error)", line)]
+    return lines[-1].strip("= ") if lines else "no pytest summary line"
+
+
+def summarize_mfu(log: str) -> str:
+    m = re.search(r"tokens/s per device ([\d,]*\d).*?MFU ([\d.]+%|nan%)", log)
+    return f"{m.group(1)} tokens/s, MFU {m.group(2)}" if m else "no MFU line"
+
+
+def summarize_nca(log: str) -> str:
+    m = re.search(r"streamed [\d,]+ tokens in [\d.]+s: ([\d,]+) tokens/s", log)
+    return f"{m.group(1)} tokens/s" if m else "no throughput line"
+
+
+def summarize_sampler(log: str) -> str:
+    rows = re.findall(r"^(\S.*?)\s+(\d+)\s+(\d+)\s+(\S+)\s*$", log, flags=re.M)
+    return "; ".join(f"{name.strip()}: {rate} new tok/s" for name, _, rate, _ in rows) or "no result table"
+
+
+def summarize_resume(log: str) -> str:
+    lines = [line for line in log.splitlines() if line.startswith("RESUME:")]
+    return lines[-1].removeprefix("RESUME:").strip() if lines else "no resume verdict"
+
+
+# ------------------------------------------------------------------------------------------------- parts
+def parts(logs: Path) -> list[Part]:
+    py = sys.executable
+    mfu = [py, "benchmarks/train_throughput.py", "fsdp-mfu", "--batch-size", "8", "--steps", "20", "--warmup", "8"]
+    return [
+        Part("cuda-tests", "pytest -m cuda", 80, [py, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider"],
+             summarize_pytest),
+        Part("fsdp-resume", "160M FSDP fit, kill, --ckpt_path last", 170,
+             [py, "benchmarks/gpu_check.py", "resume", "--runs", str(logs / "resume_runs")], summarize_resume),
+        Part("mfu-1.6b-ac", "1.6B FSDP bf16, act. ckpt on", 75, mfu + ["--model", "configs/model/1.6b.yaml"], summarize_mfu),
+        Part("mfu-1.6b", "1.6B FSDP bf16, act. ckpt off", 60,
+             mfu + ["--model", "configs/model/1.6b.yaml", "--no-activation-checkpointing"], summarize_mfu),
+        Part("mfu-400m-ac", "400M FSDP bf16, act. ckpt on", 45, mfu + ["--model", "configs/model/400m.yaml"], summarize_mfu),
+        Part("mfu-400m", "400M FSDP bf16, act. ckpt off", 40,
+             mfu + ["--model", "configs/model/400m.yaml", "--no-activation-checkpointing"], summarize_mfu),
+        Part("nca-gpu", "NCA tokens generated on the GPU", 40,
+             [py, "benchmarks/nca_throughput.py", "--device", "cuda", "--workers", "0", "--batch", "1024",
+              "--tokens", "20e6"], summarize_nca),
+        Part("sampler-1.6b", "sampler, 1.6B, n = 64", 60,
+             [py, "benchmarks/sampler.py", "--config", "1.6b", "--device", "cuda", "--n", "64"], summarize_sampler,
+             needs=ROOT / "benchmarks" / "sampler.py"),
+    ]
+
+
+def subprocess_env() -> dict[str, str]:
+    """The repo (an uninstalled checkout works) and benchmarks/ (kill_at_step) importable in every part."""
+    paths = [str(ROOT), str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+
+
+def run_part(part: Part, cap_s: int, log_path: Path) -> Outcome:
+    """One part under coreutils ``timeout`` (which signals the whole process group, DataLoader workers too)."""
+    env = subprocess_env()
+    start = time.monotonic()
+    with open(log_path, "w") as log:
+        log.write(f"$ {' '.join(part.command)}   (cap {cap_s}s)\n")
+        log.flush()
+        rc = subprocess.call(["timeout", "--kill-after=10", str(cap_s), *part.command], cwd=ROOT, env=env,
+                             stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.monotonic() - start
+    text = log_path.read_text(errors="replace")
+    if rc in (124, 137):
+        return Outcome(part, "timeout", f"over its {cap_s}s cap; {part.summarize(text)}", seconds)
+    status = "ok" if rc == 0 else f"failed (rc {rc})"
+    return Outcome(part, status, part.summarize(text), seconds)
+
+
+def table(outcomes: list[Outcome]) -> str:
+    rows = [("part", "what", "status", "result", "s")]
+    rows += [(o.part.name, o.part.what, o.status, o.result, f"{o.seconds:.0f}") for o in outcomes]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def free_name(directory: Path, stem: str, suffix: str) -> Path:
+    name, n = stem + suffix, 0
+    while (directory / name).exists():
+        n += 1
+        name = f"{stem}-{n}{suffix}"
+    return directory / name
+
+
+def check(out: Path, budget_s: float) -> int:
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    report, logs = free_name(out, "gpu_check", ".md"), free_name(out, "gpu_check_logs", "")
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    if gpu is not None:
+        logs.mkdir()
+    header = f"GPU check: {gpu or 'no CUDA GPU'}; torch {torch.__version__}; budget {budget_s:.0f}s"
+    print(header, flush=True)
+    if gpu is None:
+        print("No CUDA GPU (torch.cuda.is_available() is False): every GPU part is skipped.", flush=True)
+    deadline = time.monotonic() + budget_s
+    outcomes = []
+    for part in parts(logs):
+        left = int(deadline - time.monotonic())
+        if gpu is None:
+            outcomes.append(Outcome(part, "skipped", "no CUDA GPU", 0.0))
+        elif part.needs is not None and not part.needs.exists():
+            outcomes.append(Outcome(part, "not available", f"{os.path.relpath(part.needs, ROOT)} does not exist", 0.0))
+        elif left < 15:
+            outcomes.append(Outcome(part, "skipped", f"time budget spent ({budget_s:.0f}s)", 0.0))
+        else:
+            print(f"running {part.name} (cap {min(part.cap_s, left)}s) ...", flush=True)
+            outcomes.append(run_part(part, min(part.cap_s, left), logs / f"{part.name}.log"))
+            print(f"  {outcomes[-1].status}: {outcomes[-1].result}", flush=True)
+    summary = table(outcomes)
+    commands = "\n".join(f"- {p.name}: `{' '.join(p.command)}`" for p in parts(logs))
+    where = f"logs in {logs}" if gpu is not None else "no logs (nothing ran)"
+    report.write_text(f"# {header}\n\n{summary}\n\n{where[0].upper() + where[1:]}.\n\nCommands:\n{commands}\n")
+    print(summary)
+    print(f"table written to {report}; {where}")
+    return 0 if gpu is None or all(o.status in ("ok", "not available") for o in outcomes) else 1
+
+
+# ------------------------------------------------------------------------------------------- fsdp-resume
+def fit_command(runs: Path, name: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "nca", "fit", "--config", "configs/stage1.yaml", "--config", "configs/model/160m.yaml",
+            "--config", "configs/strategy/fsdp.yaml", "--trainer.devices", "1", "--trainer.precision", "bf16-mixed",
+            "--trainer.max_steps", str(RESUME_STEPS), "--trainer.log_every_n_steps", "1",
+            "--trainer.num_sanity_val_steps", "0", "--trainer.limit_val_batches", "0",
+            "--trainer.enable_progress_bar", "false", "--checkpoint.every_n_train_steps", str(CHECKPOINT_EVERY),
+            "--data.init_args.seq_len", "1024", "--data.init_args.batch_size", "8", "--data.init_args.device", "cuda",
+            "--trainer.logger.init_args.save_dir", str(runs), "--trainer.logger.init_args.name", name, *extra]
+
+
+def compare_losses(reference: dict[int, float], resumed: dict[int, float], tolerance: float = LOSS_TOLERANCE):
+    """(passed, message): the resumed run's losses against the uninterrupted run's at the same steps."""
+    common = sorted(set(reference) & set(resumed))
+    if not common:
+        return False, "no common logged steps between the runs"
+    diffs = [abs(reference[s] - resumed[s]) for s in common]
+    worst = max(diffs)
+    equal = sum(d == 0 for d in diffs)
+    message = (f"steps {common[0]}-{common[-1]} after resume: max |dloss| {worst:.2e} "
+               f"({equal}/{len(common)} bit-equal, tolerance {tolerance:g})")
+    return worst <= tolerance, message
+
+
+def resume(runs: Path) -> int:
+    """Reference fit; the same fit SIGKILLed at step KILL_AT_STEP and resumed with --ckpt_path last; compare."""
+    from analysis.curves import load_scalars
+
+    if runs.exists():
+        print(f"RESUME: refused, {runs} exists (pick another --runs)")
+        return 2
+    kill = ["--trainer.callbacks+=kill_at_step.KillAtStep", f"--trainer.callbacks.step={KILL_AT_STEP}"]
+    steps = [("reference", fit_command(runs, "reference")), ("killed", fit_command(runs, "resumed", *kill)),
+             ("resumed", fit_command(runs, "resumed", "--ckpt_path", "last"))]
+    env = subprocess_env()
+    for label, command in steps:
+        print(f"$ {' '.join(command)}", flush=True)
+        rc = subprocess.call(command, cwd=ROOT, env=env)
+        expected = -signal.SIGKILL if label == "killed" else 0
+        if rc != expected:
+            print(f"RESUME: the {label} run exited with {rc}, expected {expected}")
+            return 1
+    versions = sorted((runs / "resumed").glob("version_*"), key=lambda d: int(d.name.split("_")[1]))
+    ref_steps, ref_loss = load_scalars(runs / "reference", "train/loss")
+    new_steps, new_loss = load_scalars(versions[-1], "train/loss")
+    start = int(new_steps.min())
+    if not start < KILL_AT_STEP:
+        print(f"RESUME: the resumed run started at step {start}, not from the checkpoint before the kill")
+        return 1
+    passed, message = compare_losses(dict(zip(ref_steps.tolist(), ref_loss.tolist())),
+                                     dict(zip(new_steps.tolist(), new_loss.tolist())))
+    print(f"RESUME: {'equal' if passed else 'DIFFERENT'}; killed at step {KILL_AT_STEP}, resumed from {start}; {message}")
+    return 0 if passed else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="mode")
+    c = sub.add_parser("check", help="all parts (the default)")
+    c.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "runs/gpu_check"))
+    c.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for all parts together")
+    r = sub.add_parser("resume", help="the fsdp-resume part alone")
+    r.add_argument("--runs", type=Path, required=True, help="a new directory for the three runs' logs/checkpoints")
+    given = sys.argv[1:] if argv is None else list(argv)
+    args = p.parse_args(given if given[:1] in (["check"], ["resume"]) else ["check", *given])
+    return resume(args.runs) if args.mode == "resume" else check(args.out, args.budget)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

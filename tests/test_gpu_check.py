@@ -1,0 +1,99 @@
+"""benchmarks/gpu_check: the CPU dry run prints the skip table; parts are capped, budgeted and summarised."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import gpu_check  # noqa: E402
+
+
+def test_shell_wrapper_without_gpu_skips_every_part_and_exits_0(tmp_path):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "part" not in line]
+    assert len(rows) == len(gpu_check.parts(tmp_path)) and all("| skipped " in r and "no CUDA GPU" in r for r in rows)
+    assert "No CUDA GPU" in done.stdout
+    assert "| fsdp-resume " in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_a_second_run_never_overwrites_the_first_table(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    (tmp_path / "gpu_check.md").write_text("earlier results")
+    assert gpu_check.main(["--out", str(tmp_path)]) == 0
+    assert (tmp_path / "gpu_check.md").read_text() == "earlier results"
+    assert "skipped" in (tmp_path / "gpu_check-1.md").read_text()
+
+
+def fake_part(name: str, code: str, cap: int = 30, needs: Path | None = None) -> gpu_check.Part:
+    return gpu_check.Part(name, "fake", cap, [sys.executable, "-c", code], gpu_check.summarize_mfu, needs)
+
+
+def test_with_a_gpu_parts_run_under_caps_and_one_failure_stops_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.get_device_name", lambda *a: "Fake GPU")
+    good = "print('tokens/s per device 1,234, total 1,234; model FLOPs/batch 1e12; MFU 41.5% (peak 1e15 FLOP/s)')"
+    monkeypatch.setattr(gpu_check, "parts", lambda logs: [
+        fake_part("crash", "raise SystemExit(3)"),
+        fake_part("slow", "import time; time.sleep(30)", cap=1),
+        fake_part("good", good),
+        fake_part("absent", good, needs=tmp_path / "missing.py"),
+    ])
+    assert gpu_check.main(["check", "--out", str(tmp_path), "--budget", "60"]) == 1  # a part failed
+    table = (tmp_path / "gpu_check.md").read_text()
+    row = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert "failed (rc 3)" in row["crash"] and "timeout" in row["slow"]
+    assert "| ok " in row["good"] and "1,234 tokens/s, MFU 41.5%" in row["good"]
+    assert "not available" in row["absent"] and "missing.py" in row["absent"]
+    assert "raise SystemExit(3)" in (tmp_path / "gpu_check_logs" / "crash.log").read_text()
+
+
+def test_parts_past_the_budget_are_skipped(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.get_device_name", lambda *a: "Fake GPU")
+    monkeypatch.setattr(gpu_check, "parts", lambda logs: [fake_part("first", "pass"), fake_part("second", "pass")])
+    gpu_check.main(["--out", str(tmp_path), "--budget", "10"])  # under the 15 s any part needs
+    assert capsys.readouterr().out.count("time budget spent") == 2
+
+
+def test_summaries_read_the_benchmarks_own_lines():
+    assert gpu_check.summarize_pytest("...\n===== 3 passed, 2 skipped in 4.1s =====\n") == "3 passed, 2 skipped in 4.1s"
+    nca = "streamed 20,971,520 tokens in 1.9s: 11,037,642 tokens/s (0 workers, batch 1024, band ..., device cuda)"
+    assert gpu_check.summarize_nca(nca) == "11,037,642 tokens/s"
+    sampler = ("method                                 samples  new tok/s  speed-up\n"
+               "lit_modules.sampling.sample                 64      25000     40.0x\n"
+               "litgpt generate (one sample at a time)       4        625      1.0x\n")
+    assert gpu_check.summarize_sampler(sampler) == ("lit_modules.sampling.sample: 25000 new tok/s; "
+                                                    "litgpt generate (one sample at a time): 625 new tok/s")
+    assert gpu_check.summarize_resume("x\nRESUME: equal; killed at step 30\n") == "equal; killed at step 30"
+    assert gpu_check.summarize_mfu("crashed") == "no MFU line"
+
+
+def test_compare_losses_needs_common_steps_within_tolerance():
+    reference = {s: 9.0 - 0.01 * s for s in range(50)}
+    ok, message = gpu_check.compare_losses(reference, {s: reference[s] for s in range(20, 50)})
+    assert ok and "30/30 bit-equal" in message and "steps 20-49" in message
+    drifted = {s: reference[s] + (0.05 if s == 33 else 0.0) for s in range(20, 50)}
+    assert not gpu_check.compare_losses(reference, drifted)[0]
+    assert gpu_check.compare_losses(reference, {99: 1.0}) == (False, "no common logged steps between the runs")
+
+
+def test_fit_command_is_the_160m_fsdp_run_with_benchmarks_importable():
+    command = gpu_check.fit_command(Path("runs"), "resumed", "--ckpt_path", "last")
+    assert str(ROOT / "benchmarks") in gpu_check.subprocess_env()["PYTHONPATH"].split(os.pathsep)
+    assert "configs/model/160m.yaml" in command and "configs/strategy/fsdp.yaml" in command
+    assert command[-2:] == ["--ckpt_path", "last"]
+
+
+@pytest.mark.cuda
+def test_resume_check_passes_on_a_gpu(tmp_path):
+    """The fsdp-resume part itself (minutes on one GPU)."""
+    assert gpu_check.resume(tmp_path / "runs") == 0
