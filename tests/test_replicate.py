@@ -1,0 +1,235 @@
+"""`nca replicate`: the plan (paired arms), the stored run state (resume, refusal of changed settings), the local
+and submitit launchers, identical fresh stage-2 embeddings across arms, and the smoke preset end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+
+from replication.config import Study, StageBudget, check_study
+from replication.launch import SlurmOptions, launch
+from replication.plan import OUT, Run, arm_labels, plan
+from replication.state import (DONE_FILE, SPEC_FILE, ConfigChanged, Status, check_unchanged, command_for, status,
+                               write_spec)
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = "the cat sat on a mat while rain fell over quiet hills and rivers ran to the sea at dawn".split()
+
+
+def write_corpus(path: Path, documents: int, seed: int) -> Path:
+    gen = torch.Generator().manual_seed(seed)
+    with open(path, "w") as f:
+        for i in range(documents):
+            picks = torch.randint(len(WORDS), (int(torch.randint(20, 80, (1,), generator=gen)),), generator=gen)
+            f.write(json.dumps({"text": f"doc {i}: " + " ".join(WORDS[j] for j in picks)}) + "\n")
+    return path
+
+
+def small_study(**changes) -> Study:
+    study = Study(arms=["scratch", "nca", "dyck", "c4", "nca_reinit_attention"], bands=["50plus", "30-40"], seeds=[0, 1],
+                  stage1=StageBudget(steps=4, val_every=2), stage2=StageBudget(steps=6, val_every=2))
+    for key, value in changes.items():
+        setattr(study, key, value)
+    return study
+
+
+# ------------------------------------------------------------------------------------------------ plan
+def test_plan_pairs_arms_by_seed_and_composes_repo_configs():
+    study = small_study()
+    runs = {r.id: r for r in plan(study, "vocab-hash")}
+    assert arm_labels(study) == ["scratch", "nca-50plus", "nca-30-40", "dyck", "c4", "nca-50plus-reinit_attention"]
+    assert sorted(r for r in runs if r.startswith("s1-")) == sorted(
+        f"s1-{s}-seed{k}" for s in ("nca-50plus", "nca-30-40", "dyck", "c4") for k in (0, 1))
+    scratch, nca = runs["s2-owt-scratch-seed1"], runs["s2-owt-nca-30-40-seed1"]
+    assert nca.after == "s1-nca-30-40-seed1" and scratch.after is None
+    ablation = runs["s2-owt-nca-50plus-reinit_attention-seed0"]
+    assert ablation.after == "s1-nca-50plus-seed0" and "configs/ablation/reinit_attention.yaml" in ablation.args
+    # Same seed: the stage-2 arguments differ only in the init file, init_from and the run's own name.
+    def pairs(run):
+        a = run.args
+        return {(a[i], a[i + 1]) for i in range(len(a) - 1) if a[i].startswith("--")}
+    differ = {k for k, _ in pairs(scratch) ^ pairs(nca)}
+    assert differ == {"--config", "--model.init_from", "--trainer.logger.init_args.name", "--trainer.default_root_dir"}
+    assert ("--seed_everything", "1") in pairs(nca) and ("--data.init_args.seed", "1") in pairs(nca)
+    assert runs["s1-c4-seed0"].inputs == {"tokenizer": "vocab-hash"} and runs["s1-dyck-seed0"].inputs == {}
+    command = nca.command(Path("/study"))
+    assert command[1:4] == ["-m", "nca", "fit"] and not any(OUT in a for a in command)
+
+
+def test_hashes_follow_the_settings_and_the_stage1_run():
+    base = {r.id: r.hash for r in plan(small_study(), "v")}
+    again = {r.id: r.hash for r in plan(small_study(), "v")}
+    assert base == again
+    changed = {r.id: r.hash for r in plan(small_study(stage1=StageBudget(steps=5, val_every=2)), "v")}
+    assert changed["s1-dyck-seed0"] != base["s1-dyck-seed0"]
+    assert changed["s2-owt-dyck-seed0"] != base["s2-owt-dyck-seed0"]  # its stage-1 run changed
+    assert changed["s2-owt-scratch-seed0"] == base["s2-owt-scratch-seed0"]
+    other_vocab = {r.id: r.hash for r in plan(small_study(), "w")}
+    assert other_vocab["s2-owt-scratch-seed0"] != base["s2-owt-scratch-seed0"]
+
+
+def test_bad_studies_fail_with_the_fix():
+    with pytest.raises(ValueError, match="unknown arm"):
+        check_study(small_study(arms=["scratch", "nca", "gpt"]))
+    with pytest.raises(ValueError, match="must include 'scratch'"):
+        check_study(small_study(arms=["nca"]))
+    with pytest.raises(ValueError, match="domains must be"):
+        check_study(small_study(domains=["poetry"]))
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        check_study(small_study(seeds=[1, 1]))
+    check_study(small_study())
+
+
+# ----------------------------------------------------------------------------------------------- state
+def test_state_resume_and_refusal(tmp_path):
+    runs = plan(small_study(), "v")
+    run = runs[0]
+    assert status(run, tmp_path) is Status.NEW
+    write_spec(run, tmp_path)
+    assert status(run, tmp_path) is Status.STARTED and "--ckpt_path" not in command_for(run, tmp_path)
+    (run.directory(tmp_path) / "checkpoints").mkdir()
+    (run.directory(tmp_path) / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert status(run, tmp_path) is Status.PARTIAL
+    assert command_for(run, tmp_path)[-2:] == ["--ckpt_path", "last"]
+    check_unchanged(runs, tmp_path)  # same settings: fine
+    changed = plan(small_study(stage1=StageBudget(steps=9, val_every=2)), "v")
+    with pytest.raises(ConfigChanged, match=r"(?s)--trainer.max_steps: '4' -> '9'.*Nothing was started"):
+        check_unchanged(changed, tmp_path)
+
+
+# -------------------------------------------------------------------------------------------- launchers
+def fake_runs(marker: Path, fail: str | None = None) -> list[Run]:
+    """Runs whose command appends its id to ``marker`` (and fails for ``fail``), in place of `nca fit`."""
+    runs = [Run("s1-a-seed0", 1, "a", 0, []), Run("s1-b-seed0", 1, "b", 0, []),
+            Run("s2-x-a-seed0", 2, "a", 0, [], domain="x", after="s1-a-seed0"),
+            Run("s2-x-b-seed0", 2, "b", 0, [], domain="x", after="s1-b-seed0")]
+    for run in runs:
+        run.hash = run.id
+        code = f"open({str(marker)!r}, 'a').write({run.id!r} + '\\n'); raise SystemExit({int(run.id == fail)})"
+        run.command = lambda out, code=code: [sys.executable, "-c", code]
+    return runs
+
+
+@pytest.mark.parametrize("launcher, options", [("local", None), ("slurm", SlurmOptions(cluster="debug"))])
+def test_launchers_run_stage1_first_skip_done_and_block_on_failure(tmp_path, launcher, options):
+    marker = tmp_path / "ran.txt"
+    runs = fake_runs(marker, fail="s1-b-seed0")
+    failed = launch(runs, tmp_path, launcher, jobs=2, slurm=options, say=lambda _: None)
+    assert failed == ["s1-b-seed0", "s2-x-b-seed0"]  # the stage-2 run of a failed stage-1 run never starts
+    ran = marker.read_text().split()
+    assert sorted(ran[:2]) == ["s1-a-seed0", "s1-b-seed0"] and ran[2:] == ["s2-x-a-seed0"]
+    assert (runs[0].directory(tmp_path) / DONE_FILE).is_file() and (runs[0].directory(tmp_path) / SPEC_FILE).is_file()
+    marker.unlink()
+    failed = launch(fake_runs(marker), tmp_path, launcher, jobs=2, slurm=options, say=lambda _: None)
+    assert failed == [] and sorted(marker.read_text().split()) == ["s1-b-seed0", "s2-x-b-seed0"]  # done runs skipped
+
+
+# -------------------------------------------------------- the fresh stage-2 embedding is the same in every arm
+class StartProbe(Callback):
+    def on_train_start(self, trainer, pl_module):
+        self.weights = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            self.first_batch = batch["input_ids"].clone()
+
+
+def fit_in_process(args: list[str], out: Path, monkeypatch) -> StartProbe:
+    from nca.cli.train import TRAINER_DEFAULTS, NCACLI
+
+    probe = StartProbe()
+    monkeypatch.setattr(sys, "argv", ["nca"])
+    monkeypatch.chdir(REPO)
+    NCACLI(args=["fit", *(a.replace(OUT, str(out)) for a in args)],
+           trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [probe]})
+    return probe
+
+
+@pytest.mark.slow
+def test_fresh_stage2_embedding_and_data_order_are_identical_across_arms(tmp_path, monkeypatch):
+    from replication.vocab import prepare_vocabulary
+
+    corpus = write_corpus(tmp_path / "owt.jsonl", 120, seed=0)
+    study = Study(arms=["scratch", "nca"], bands=["50plus"], seeds=[3], model={"n_layer": 1, "n_embd": 32, "n_head": 2},
+                  stage1=StageBudget(steps=1, batch_size=2, seq_len=38, val_every=1, val_batches=1),
+                  stage2=StageBudget(steps=1, batch_size=2, seq_len=16, val_every=1, val_batches=1),
+                  overrides={"nca": ["--data.init_args.val_rules", "1", "--data.init_args.val_sequences", "1",
+                                     "--data.init_args.band", "null"]})
+    study.data.owt, study.vocab.size, study.vocab.chars_per_corpus = str(corpus), 280, 20000
+    _, vocab_hash = prepare_vocabulary(study, tmp_path)
+    runs = {r.source if r.stage == 2 else "stage1": r for r in plan(study, vocab_hash)}
+    fit_in_process(runs["stage1"].args, tmp_path, monkeypatch)
+    scratch = fit_in_process(runs["scratch"].args, tmp_path, monkeypatch)
+    nca = fit_in_process(runs["nca-50plus"].args, tmp_path, monkeypatch)
+    for name in ("transformer.wte.weight", "lm_head.weight"):
+        assert torch.equal(scratch.weights[name], nca.weights[name]), f"{name} differs between arms of one seed"
+    assert not torch.equal(scratch.weights["transformer.h.0.attn.qkv.weight"], nca.weights["transformer.h.0.attn.qkv.weight"])
+    assert torch.equal(scratch.first_batch, nca.first_batch)
+
+
+# --------------------------------------------------------------------------------------- smoke, end to end
+def replicate(out: Path, data: dict[str, Path], *extra: str, **popen) -> subprocess.Popen:
+    args = [sys.executable, "-m", "nca", "replicate", "--config", "configs/replicate/smoke.yaml", "--out", str(out),
+            "--data.owt", str(data["owt"]), "--data.c4", str(data["c4"]), "--data.c4_val", "null", *extra]
+    return subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **popen)
+
+
+def snapshot(out: Path) -> dict[str, float]:
+    """Modification times of every checkpoint and event file: a re-run must not touch them."""
+    return {str(p): p.stat().st_mtime for p in (out / "runs").rglob("*") if p.suffix == ".ckpt" or "tfevents" in p.name}
+
+
+@pytest.mark.slow
+def test_smoke_preset_interrupted_resumed_idempotent_and_refusing_changes(tmp_path):
+    data = {"owt": write_corpus(tmp_path / "owt.jsonl", 200, seed=1), "c4": write_corpus(tmp_path / "c4.jsonl", 200, seed=2)}
+    out = tmp_path / "study"
+    first = out / "runs" / "s1-nca-50plus-seed0" / DONE_FILE
+    proc = replicate(out, data, "--jobs", "1")
+    deadline = time.time() + 240
+    while not first.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    assert first.is_file(), proc.communicate()[0][-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)  # interrupted after the first run
+    proc.wait()
+    done_before = first.read_text()
+
+    proc = replicate(out, data, "--jobs", "2")
+    log = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, log[-3000:]
+    assert "1 already done" in log and "queue s1-nca-50plus-seed0" not in log
+    assert first.read_text() == done_before
+    report = json.loads((out / "report.json").read_text())
+    owt = report["domains"]["owt"]
+    assert set(owt["final_ppl"]) == {"scratch", "nca-50plus", "dyck", "c4"}
+    for arm in owt["final_ppl"].values():
+        assert arm["n"] == 2 and all(isinstance(arm[k], float) and arm[k] > 1 for k in ("mean", "low", "high"))
+    pairs = {(d["method"], d["baseline"]) for d in owt["differences"]}
+    assert {("nca-50plus", "scratch"), ("nca-50plus", "c4"), ("nca-50plus", "dyck")} <= pairs
+    assert set(owt["speedup"]) == {"nca-50plus", "dyck", "c4"} and len(report["verdicts"]) == len(pairs)
+    assert 0 < report["carried"]["share"] < 1
+    text = (out / "report.md").read_text()
+    for section in ("## Verdicts", "### Final validation perplexity", "### Paired differences",
+                    "### Convergence speed-up", "## Induction heads and in-context learning", "## Paper's numbers"):
+        assert section in text
+    assert (out / "curves-owt.png").stat().st_size > 0 and "nan" not in text.lower()
+
+    before, report_text = snapshot(out), (out / "report.md").read_text()
+    proc = replicate(out, data, "--jobs", "2")
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0 and "14 already done, 0 to run" in log, log[-2000:]
+    assert snapshot(out) == before and (out / "report.md").read_text() == report_text
+
+    proc = replicate(out, data, "--stage2.lr", "0.01")
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 2 and "other settings" in log and "--model.lr: '0.003' -> '0.01'" in log
+    assert snapshot(out) == before
