@@ -26,6 +26,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "sample": ("nca.cli.sample:main", "completions of a text model; an NCA model's predicted frames beside the true ones"),
     "band-transfer": ("nca.cli.band_transfer:main", "final-perplexity change and speed-up vs scratch per complexity band and domain"),
     "evaluate": ("nca.cli.evaluate:main", "stage-3 benchmarks of a checkpoint (gsm8k, humaneval, bbl, perplexity): pass@k, resumable"),
+    "replicate": ("nca.cli.replicate:main", "the paper's arm comparison over seeds: runs, 95% intervals, report"),
 }
 
 
