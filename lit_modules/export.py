@@ -3,8 +3,11 @@
 Both formats carry the text tokenizer the model was trained with, so the directory is usable as it is:
 ``litgpt generate|chat|evaluate DIR`` or ``transformers.AutoModelForCausalLM.from_pretrained(DIR)``. GPT-2 BPE
 files (``encoder.json`` + ``vocab.bpe``) become a ``tokenizer.json`` (Hugging Face ``tokenizers``, byte-level
-BPE) offline. Everything is built and checked in memory first and written to a hidden sibling directory that
-is renamed into place last, so a failed export never leaves a half-written ``--out``.
+BPE) offline; it encodes text exactly as the training tokenizer does, except that a literal ``<|endoftext|>``
+inside a text becomes the one end-of-text id (Hugging Face's GPT-2 convention) where training read it as
+characters. litgpt directories also get the Hugging Face ``config.json`` that ``litgpt evaluate`` needs.
+Everything is built and checked in memory first and written to a hidden sibling directory that is renamed
+into place last, so a failed export never leaves a half-written ``--out``.
 """
 
 from __future__ import annotations
@@ -234,7 +237,7 @@ def export_checkpoint(
             mismatch = _check_encodes_alike(spec, staging)
             notes += [mismatch] if mismatch else []
         if format == "litgpt":
-            _write_litgpt(loaded, staging, DTYPES[dtype])
+            notes += _write_litgpt(loaded, staging, DTYPES[dtype], tokens)
         else:
             _write_hf(loaded, staging, DTYPES[dtype], tokens)
         if out.exists():
@@ -259,11 +262,18 @@ def _recorded_tokenizer(loaded: LoadedModel) -> str | None:
     return None
 
 
-def _write_litgpt(loaded: LoadedModel, directory: Path, dtype: torch.dtype) -> None:
+def _write_litgpt(loaded: LoadedModel, directory: Path, dtype: torch.dtype, tokens: TokenizerFiles) -> list[str]:
+    """lit_model.pth + model_config.yaml, and the Hugging Face config.json that ``litgpt evaluate`` converts with."""
     from litgpt.utils import save_config
 
     torch.save(litgpt_state_dict(loaded, dtype), directory / "lit_model.pth")
     save_config(loaded.config, directory)
+    try:
+        check_llama_equivalent(loaded.config)
+        llama_config(loaded.config, dtype, tokens).save_pretrained(directory)
+    except (ValueError, ImportError) as err:
+        return [f"no config.json written, so `litgpt evaluate` cannot load this directory ({err})"]
+    return []
 
 
 def _write_hf(loaded: LoadedModel, directory: Path, dtype: torch.dtype, tokens: TokenizerFiles) -> None:

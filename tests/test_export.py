@@ -97,7 +97,8 @@ def test_litgpt_export_loads_with_litgpts_own_loader_and_generates(lightning_ckp
     ckpt, tok_dir = lightning_ckpt
     out = tmp_path / "lit"
     result = export_checkpoint(ckpt, out, "litgpt")
-    assert {"lit_model.pth", "model_config.yaml", "tokenizer.json", "tokenizer_config.json"} <= set(result.files)
+    expected = {"lit_model.pth", "model_config.yaml", "config.json", "tokenizer.json", "tokenizer_config.json"}
+    assert expected <= set(result.files)
     assert result.warnings == []
 
     model = GPT(Config.from_file(out / "model_config.yaml"))
@@ -116,6 +117,26 @@ def test_litgpt_export_loads_with_litgpts_own_loader_and_generates(lightning_ckp
     prompt = tokenizer.encode("the cell")
     generated = generate(model, prompt, max_returned_tokens=len(prompt) + 5, temperature=0.0)
     assert generated[: len(prompt)].tolist() == prompt.tolist() and len(generated) > len(prompt)
+
+
+def test_litgpt_export_converts_the_way_litgpt_evaluate_does(lightning_ckpt, tmp_path):
+    """`litgpt evaluate DIR`: copy config.json + tokenizer files, convert lit -> HF, load with transformers."""
+    from litgpt.scripts.convert_lit_checkpoint import convert_lit_checkpoint
+    from litgpt.utils import copy_config_files
+    from transformers import AutoModelForCausalLM
+
+    ckpt, _ = lightning_ckpt
+    export_checkpoint(ckpt, tmp_path / "lit", "litgpt")
+    converted = tmp_path / "evaluate"
+    converted.mkdir()
+    copy_config_files(source_dir=tmp_path / "lit", out_dir=converted)
+    convert_lit_checkpoint(checkpoint_dir=tmp_path / "lit", output_dir=converted)
+    torch.save(torch.load(converted / "model.pth"), converted / "pytorch_model.bin")
+    (converted / "model.pth").unlink()
+    hf = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32).eval()
+    ids = sample_ids()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, reference_logits(ckpt, ids), atol=1e-4, rtol=1e-4)
 
 
 def test_hf_export_logits_equal_ours(lightning_ckpt, tmp_path):
@@ -162,7 +183,7 @@ def test_tiktoken_name_without_local_files_writes_weights_with_a_warning(tmp_pat
     ckpt, _ = make_lightning_ckpt(tmp_path, tokenizer="gpt2")
     with pytest.warns(UserWarning, match="tiktoken name"):
         result = export_checkpoint(ckpt, tmp_path / "lit", "litgpt")
-    assert set(result.files) == {"lit_model.pth", "model_config.yaml"}
+    assert set(result.files) == {"lit_model.pth", "model_config.yaml", "config.json"}
 
 
 def test_refuses_existing_output_and_missing_checkpoint_before_work(lightning_ckpt, tmp_path, capsys):
