@@ -53,21 +53,35 @@ def run_untrusted(program_code, test_code, entry_point):
     reachable only after the check returned and nothing watched was changed. Everything used after the
     untrusted code starts is a local bound here first (module globals can be rebound by the program)."""
     audit, exec_, type_, function = sys.audit, exec, type, types.FunctionType
-    modules, missing, tampered = sys.modules, object(), Tampered
-    builtins_dict = builtins.__dict__
+    tuple_, len_, zip_, any_, str_ = tuple, len, zip, any, str
+    modules, tampered, builtins_dict = sys.modules, Tampered, builtins.__dict__
     watched = tuple((name, modules[name], vars(modules[name]), tuple(vars(modules[name]).items()))
                     for name in WATCHED if name in modules)
     check_codes = tuple(c for c in test_code.co_consts if isinstance(c, types.CodeType) and c.co_name == "check")
+    # The program's namespace is a registered module's: stdlib code that looks a class's module up finds it
+    # (dataclasses, typing). With the reference's bare dict, __name__ falls back to "builtins" and
+    # dataclasses would write into the builtins module.
+    program = types.ModuleType("program")
+    namespace = vars(program)
+    namespace["__builtins__"] = builtins_dict
+    modules["program"] = program
     audit("sandbox.start")
-    namespace = {"__builtins__": builtins_dict}
     exec_(program_code, namespace)
     for step in (0, 1):  # 0: verify, then run the test and the check; 1: verify again
+        # Only iteration and `is` here: a dict lookup can run the program's code (a key whose hash collides
+        # with a watched name has its __eq__ called), iterating a dict cannot.
+        entries = tuple_(modules.items())
         for name, module, attributes, items in watched:
-            if modules.get(name) is not module:
+            if not any_(value is module and type_(key) is str_ and key == name for key, value in entries):
                 raise tampered(f"replaced module {name}")
-            for key, value in items:
-                if attributes.get(key, missing) is not value:
-                    raise tampered(f"changed {name}.{key}")
+            current = tuple_(attributes.items())
+            if len_(current) != len_(items):
+                old_keys = tuple_(key for key, _ in items)
+                added = [key for key, _ in current if not any_(key is old for old in old_keys)]
+                raise tampered(f"added or removed attributes of {name} ({str_(added)[:60]} added)")
+            for (key, value), (old_key, old_value) in zip_(current, items):
+                if key is not old_key or value is not old_value:
+                    raise tampered(f"changed {name}.{old_key}")
         if step == 0 and entry_point is not None:
             namespace["__builtins__"] = builtins_dict
             exec_(test_code, namespace)
@@ -85,9 +99,13 @@ _FINISH_LINE = next(i.positions.lineno for i in dis.get_instructions(run_untrust
 
 def install_guard(nonce: bytes, result_fd: int, native_dir: str, private_proc: bool) -> None:
     """Add the audit hook that holds the nonce (see the module docstring); it cannot be removed."""
+    # The hook decides with no global or builtin lookup: the program can rebind those (this module's too). The
+    # exception classes it raises are looked up, harmlessly: whatever they became, the blocked call stops.
     getframe, write, exit_, realpath, getpid = sys._getframe, os.write, os._exit, os.path.realpath, os.getpid
+    isinstance_, str_, paths, fsdecode = isinstance, str, (str, bytes), os.fsdecode
     own_pid = getpid()  # a forked copy of the program reaching the finish does not count
-    expected_code = run_untrusted.__code__
+    expected_code, finish_line = run_untrusted.__code__, _FINISH_LINE
+    frame_attributes, blocked_events, blocked_imports = FRAME_ATTRIBUTES, BLOCKED_EVENTS, BLOCKED_IMPORTS
     start_frame, poisoned, inside = None, False, False
 
     def hook(event, args):
@@ -107,7 +125,7 @@ def install_guard(nonce: bytes, result_fd: int, native_dir: str, private_proc: b
                     poisoned = True
                 else:
                     start_frame = frame
-            elif (not poisoned and frame is not None and frame is start_frame and frame.f_lineno == _FINISH_LINE
+            elif (not poisoned and frame is not None and frame is start_frame and frame.f_lineno == finish_line
                   and getpid() == own_pid):
                 try:
                     write(result_fd, nonce)
@@ -118,20 +136,20 @@ def install_guard(nonce: bytes, result_fd: int, native_dir: str, private_proc: b
             return
         if event == "sys._getframe":
             raise ValueError("frame inspection is disabled in the sandbox")
-        if event == "object.__getattr__" and args[1] in FRAME_ATTRIBUTES:
+        if event == "object.__getattr__" and args[1] in frame_attributes:
             raise AttributeError(f"{args[1]} is disabled in the sandbox")
         if event == "object.__setattr__" and args[1] == "__code__":
             raise AttributeError("replacing __code__ is disabled in the sandbox")
-        if event in BLOCKED_EVENTS or event.startswith("ctypes."):
+        if event in blocked_events or event.startswith("ctypes."):
             raise RuntimeError(f"{event} is disabled in the sandbox")
         if event == "import":
             name, filename = args[0], args[1]
-            if name in BLOCKED_IMPORTS or name.split(".")[0] in BLOCKED_IMPORTS:
+            if name in blocked_imports or name.split(".")[0] in blocked_imports:
                 raise ImportError(f"import of {name} is disabled in the sandbox")
-            if filename and not str(filename).endswith(".py") and not str(filename).startswith(native_dir):
+            if filename and not str_(filename).endswith(".py") and not str_(filename).startswith(native_dir):
                 raise ImportError(f"native module {filename} is disabled in the sandbox")
-        if event == "open" and not private_proc and isinstance(args[0], (str, bytes)):
-            path = os.fsdecode(args[0])
+        if event == "open" and not private_proc and isinstance_(args[0], paths):
+            path = fsdecode(args[0])
             if realpath(path).startswith("/proc"):
                 raise PermissionError(f"opening {path} is disabled in the sandbox")
 

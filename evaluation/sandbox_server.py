@@ -73,8 +73,9 @@ def _child(job: dict, fds: tuple[int, int, int], uid: int | None, workdir: str, 
         os.environ.clear()
         os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"})
         sys.argv = ["program.py"]
-        program_code = compile(job["program"], "program.py", "exec")
-        test_code = compile(job.get("test") or "", "test.py", "exec")
+        # dont_inherit: not this file's `from __future__ import annotations`
+        program_code = compile(job["program"], "program.py", "exec", dont_inherit=True)
+        test_code = compile(job.get("test") or "", "test.py", "exec", dont_inherit=True)
         nonce = b""
         while chunk := os.read(3, 256):
             nonce += chunk

@@ -169,6 +169,38 @@ def test_patching_what_the_test_uses_is_tampering(box, program, reason):
     assert check(box, program + WRONG, test) == (False, reason)
 
 
+# A key whose hash collides with a watched name gets its __eq__ called by any lookup of that name: it patches
+# math.isclose after the first verification and restores it before the second (if verification looked up).
+COLLIDER = """import math
+real = math.isclose
+class Collider:
+    calls = 0
+    def __hash__(self):
+        return hash('tau')
+    def __eq__(self, other):
+        Collider.calls += 1
+        math.isclose = (lambda *a, **k: True) if Collider.calls == 2 else real
+        return False
+del math.acos
+vars(math)[Collider()] = None
+"""
+# The same key in the program's namespace, raising the finish event through a C callable while the harness
+# frame looks up `check` (right frame, wrong line).
+FINISH_ON_LOOKUP = """import functools, sys
+class Collider:
+    __hash__ = lambda self: hash('check')
+    __eq__ = functools.partial(sys.audit, 'sandbox.finish')
+globals()[Collider()] = None
+"""
+
+
+def test_hash_collisions_during_the_harness_lookups_do_not_help(box):
+    test = "import math\ndef check(candidate):\n    assert math.isclose(candidate(5), 10)\n"
+    patched = check(box, COLLIDER + WRONG, test)
+    assert not patched.passed and patched.reason.startswith("tampered with the harness"), patched
+    assert not check(box, FINISH_ON_LOOKUP + WRONG).passed
+
+
 @pytest.mark.parametrize("program, blocked", [
     ("import sys\nsys._getframe(1)\n", "frame inspection"),
     ("try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    e.__traceback__.tb_frame\n", "tb_frame"),
@@ -222,7 +254,9 @@ def test_hostile_jobs_do_not_change_the_verdicts_of_others(box):
 def test_stdlib_that_inspects_frames_still_works(box):
     program = ("import collections, enum, typing, dataclasses, warnings\nP = collections.namedtuple('P', 'a')\n"
                "class C(enum.Enum):\n    A = 1\nT = typing.TypeVar('T')\n"
-               "@dataclasses.dataclass\nclass D:\n    x: int\n" + RIGHT)
+               "@dataclasses.dataclass\nclass D:\n    x: int\n    y: 'typing.ClassVar[int]' = 0\n"
+               "assert D.__annotations__ == {'x': int, 'y': 'typing.ClassVar[int]'}\n"
+               "assert __name__ == 'program'\n" + RIGHT)
     assert check(box, program) == (True, "passed")
 
 
