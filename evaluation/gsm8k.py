@@ -19,6 +19,8 @@ reference did.
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from datamodules.gsm8k import GSM8KExample, load_split, pick_exemplars
@@ -60,10 +62,18 @@ def extract_last_word(reply: str) -> str | None:
 EXTRACT = {"strict": extract_strict, "flexible": extract_flexible, "last_word": extract_last_word}
 
 
+@lru_cache(maxsize=65536)
 def is_equivalent(gold: str, answer: str | None) -> bool:
-    """math-verify's equivalence of the gold number and an extracted answer (False when it cannot parse)."""
+    """math-verify's equivalence of the gold number and an extracted answer (False when it cannot parse).
+
+    Two plain decimal numbers are compared exactly (Decimal), which is math-verify's verdict on them too at
+    a small fraction of its cost (~10 ms a call through sympy); anything else goes to math-verify."""
     if answer is None:
         return False
+    try:
+        return Decimal(gold) == Decimal(answer)
+    except InvalidOperation:
+        pass
     from math_verify import parse, verify
 
     try:

@@ -21,10 +21,11 @@ class Problem:
 
 
 def prompt_ids(problem: Problem, tokenizer, max_len: int | None = None) -> list[int]:
-    """The prompt's ids (pieces separated by end-of-text); only the last ``max_len`` are kept if longer."""
-    ids: list[int] = []
-    for n, piece in enumerate(problem.prompt):
-        if n:
-            ids.append(tokenizer.eot_id)
-        ids.extend(tokenizer.encode(piece))
+    """The prompt's ids (pieces separated by end-of-text). Past ``max_len`` ids, whole leading pieces (the
+    earliest exemplars) are dropped first; then only the last ``max_len`` ids of what is left are kept."""
+    pieces = [tokenizer.encode(piece) for piece in problem.prompt]
+    size = lambda: sum(map(len, pieces)) + len(pieces) - 1  # noqa: E731
+    while max_len is not None and len(pieces) > 1 and size() > max_len:
+        pieces.pop(0)
+    ids = [t for n, piece in enumerate(pieces) for t in ([tokenizer.eot_id] if n else []) + piece]
     return ids[-max_len:] if max_len is not None and len(ids) > max_len else ids

@@ -53,6 +53,18 @@ def test_math_verify_scoring_and_truncated_replies():
     assert score_reply("7", "Final Answer: 7", finished=False, score_truncated=True)["verdict"]["strict"]
 
 
+def test_long_prompts_lose_whole_leading_exemplars_first(tmp_path):
+    from datamodules.tokenizers import load_tokenizer
+    from evaluation.problems import prompt_ids
+
+    tok = load_tokenizer(write_tokenizer(tmp_path / "tok"))  # one id per byte
+    problem = Problem("p", 0, ("aaaa", "bbbb", "cc"))
+    assert prompt_ids(problem, tok) == tok.encode("aaaa") + [256] + tok.encode("bbbb") + [256] + tok.encode("cc")
+    assert prompt_ids(problem, tok, max_len=8) == tok.encode("bbbb") + [256] + tok.encode("cc")
+    assert prompt_ids(problem, tok, max_len=6) == tok.encode("cc")  # the question alone fits
+    assert prompt_ids(Problem("q", 0, ("abcdef",)), tok, max_len=3) == tok.encode("def")
+
+
 # ------------------------------------------------------------------------------------------------ BBL
 def test_chance_from_each_example_with_mixed_3_and_5_way_items():
     counts = [3, 5, 3, 5]
