@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import sys
 from itertools import groupby
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from lm_eval.api.model import LM
@@ -37,7 +35,8 @@ class NCALM(LM):
     """lm-eval's three request kinds on our litgpt GPT, with our text tokenizer (no BOS; end-of-text as prefix)."""
 
     def __init__(self, ckpt: str, tokenizer: str | None = None, device: str | None = None, batch_size: int | str = 8,
-                 dtype: str = "float32", max_length: int | None = None, seed: int = 0, **ignored: Any) -> None:
+                 dtype: str = "float32", max_length: int | None = None, seed: int = 0,
+                 max_batch_size: int | None = None) -> None:
         super().__init__()
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r} is not one of {tuple(DTYPES)}")
@@ -57,13 +56,19 @@ class NCALM(LM):
         self.seed = int(seed)
 
     @classmethod
-    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "NCALM":
-        """``--model_args`` win over lm-eval's own flags (its ``--batch_size`` defaults to 1 and is always passed)."""
-        args = simple_parse_args_string(arg_string)
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> "NCALM":
+        """``--model_args`` win over lm-eval's own flags (its ``--batch_size`` defaults to 1 and is always passed).
+
+        ``max_batch_size`` is accepted and unused (no automatic batch sizing here)."""
+        args = dict(arg_dict)
         for key, value in (additional_config or {}).items():
             if value is not None:
                 args.setdefault(key, value)
         return cls(**args)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "NCALM":
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
     @property
     def eot_token_id(self) -> int:
@@ -96,10 +101,10 @@ class NCALM(LM):
             x = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
             for r, row in enumerate(rows):
                 x[r, : len(row)] = torch.tensor(row)  # right padding: causal attention never sees it
-            logprobs = F.log_softmax(self.model(x.to(self.device)).float(), dim=-1)
+            logits = self.model(x.to(self.device))
             for r, i in enumerate(chunk):
                 target = torch.tensor(pairs[i][1][-len(rows[r]):], device=self.device)
-                at = logprobs[r, len(rows[r]) - len(target): len(rows[r])]
+                at = F.log_softmax(logits[r, len(rows[r]) - len(target): len(rows[r])].float(), dim=-1)
                 score = at.gather(-1, target.unsqueeze(-1)).sum().item()
                 results[i] = (score, bool((at.argmax(-1) == target).all()))
         return results  # type: ignore[return-value]
