@@ -26,6 +26,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.prompts import SupervisedRowsDataModule, fit_row, order_key, pack_row
 from datamodules.text import is_validation
@@ -138,7 +139,7 @@ def split_tasks(examples: dict[str, list[BBLExample]], val_fraction: float = 0.2
         out[task] = (train[:max_per_task], val[:max_per_task])
     if not out:
         raise ValueError(f"No BBL task has {min_train_examples} training examples; lower min_train_examples")
-    log.info("BBL tasks used (%d): %s", len(out), ", ".join(out))
+    rank_zero_info(f"BBL tasks used ({len(out)}): {', '.join(out)}")
     return out
 
 

@@ -165,6 +165,20 @@ def test_rows_stream_once_per_pass_and_held_out_splits_once_in_order(tmp_path):
     assert sum(len(b["input_ids"]) for b in dm.test_dataloader()) == 6  # the GSM8K test split, for `nca test`
 
 
+def test_gsm8k_hugging_face_loader_reads_the_main_subset(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, subset=None, split=None, **kwargs):
+        calls.append((name, subset, split))
+        return [gsm8k_record(i) for i in range(3)]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    examples = load_split("openai/gsm8k", "test")
+    assert calls == [("openai/gsm8k", "main", "test")] and [e.number for e in examples] == ["3", "7", "11"]
+
+
 def test_gsm8k_bad_source_fails_at_once(tmp_path):
     with pytest.raises(FileNotFoundError, match="train.jsonl"):
         GSM8KDataModule(str(tmp_path), str(write_tokenizer(tmp_path / "tok")))

@@ -161,6 +161,8 @@ def main(argv: list[str]) -> int:
     from evaluation import runner
 
     print(f"{args.task}: {len(problems)} problems x {gen['n']} samples -> {folder}")
+    if getattr(task, "used_tasks", None):
+        print(f"tasks ({len(task.used_tasks)}): {', '.join(task.used_tasks)}")
     if args.stage in ("all", "generate"):
         loaded, tokenizer = load(args)
         runner.generate(task, problems, folder, loaded.model, tokenizer, seed=args.seed,
