@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -92,8 +91,3 @@ def test_fit_command_is_the_160m_fsdp_run_with_benchmarks_importable():
     assert "configs/model/160m.yaml" in command and "configs/strategy/fsdp.yaml" in command
     assert command[-2:] == ["--ckpt_path", "last"]
 
-
-@pytest.mark.cuda
-def test_resume_check_passes_on_a_gpu(tmp_path):
-    """The fsdp-resume part itself (minutes on one GPU)."""
-    assert gpu_check.resume(tmp_path / "runs") == 0
