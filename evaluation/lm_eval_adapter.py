@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 from itertools import groupby
+from pathlib import Path
 import torch
 import torch.nn.functional as F
 from lm_eval.api.model import LM
@@ -26,6 +27,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simpl
 
 from datamodules.tokenizers import load_tokenizer
 from lit_modules.checkpoint import load_model
+from lit_modules.export import recorded_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_MAX_GEN_TOKS = 256
@@ -42,13 +44,15 @@ class NCALM(LM):
             raise ValueError(f"dtype={dtype!r} is not one of {tuple(DTYPES)}")
         self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.batch_size = _batch_size(batch_size)
-        loaded = load_model(ckpt, device=self.device, dtype=DTYPES[dtype])
-        spec = tokenizer or loaded.tokenizer_spec
+        if not Path(ckpt).expanduser().exists():
+            raise FileNotFoundError(f"ckpt={ckpt} does not exist: give a Lightning .ckpt, a sharded FSDP checkpoint "
+                                    "directory or a litgpt checkpoint")
+        spec = tokenizer or recorded_tokenizer(ckpt)
         if spec is None:
             raise ValueError(f"{ckpt} records no text tokenizer (NCA/Dyck data or a bare litgpt file): "
                              "add tokenizer=DIR to --model_args")
-        self.tokenizer = load_tokenizer(spec)
-        self.model = loaded.model
+        self.tokenizer = load_tokenizer(spec)  # before the weights: a bad tokenizer fails at once
+        self.model = load_model(ckpt, device=self.device, dtype=DTYPES[dtype]).model
         if self.tokenizer.vocab_size > self.model.config.padded_vocab_size:
             raise ValueError(f"tokenizer {spec!r} has {self.tokenizer.vocab_size} ids, the model only "
                              f"{self.model.config.padded_vocab_size} rows: pass the tokenizer it was trained with")

@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 
-from lit_modules.checkpoint import LoadedModel, load_model
+from lit_modules.checkpoint import LoadedModel, load_model, read_meta
 
 FORMATS = ("litgpt", "hf")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -45,7 +45,7 @@ LLAMA_EQUIVALENT = dict(
 class TokenizerFiles:
     """The tokenizer files to write (name -> text or source path), its ids, and why there may be none."""
 
-    files: dict[str, str | Path] = field(default_factory=dict)
+    files: dict[str, str | dict | Path] = field(default_factory=dict)  # text, JSON, or a file to copy
     eos_id: int | None = None
     bos_id: int | None = None
     vocab_size: int | None = None
@@ -85,15 +85,14 @@ def bpe_tokenizer_json(vocab_json: Path, merges: Path) -> str:
     return tok.to_str(pretty=True)
 
 
-def _special_files(eos: str, eos_id: int, block_size: int) -> dict[str, str]:
+def _special_files(eos: str, eos_id: int) -> dict[str, dict]:
     """tokenizer_config.json / generation_config.json as litgpt and transformers read them (no BOS added)."""
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": eos, "eos_token": eos, "unk_token": eos,
-              "add_bos_token": False, "add_eos_token": False, "model_max_length": block_size}
-    generation = {"bos_token_id": eos_id, "eos_token_id": eos_id}
-    return {"tokenizer_config.json": json.dumps(config, indent=2), "generation_config.json": json.dumps(generation, indent=2)}
+              "add_bos_token": False, "add_eos_token": False}
+    return {"tokenizer_config.json": config, "generation_config.json": {"bos_token_id": eos_id, "eos_token_id": eos_id}}
 
 
-def tokenizer_files(spec: str | None, block_size: int, explicit: bool = False) -> TokenizerFiles:
+def tokenizer_files(spec: str | None, explicit: bool = False) -> TokenizerFiles:
     """Resolve a tokenizer spec (a directory, a tiktoken name or None) to the files an export writes.
 
     A spec given by the user (``explicit``) must be usable; one recorded in the checkpoint that is not (a
@@ -120,7 +119,7 @@ def tokenizer_files(spec: str | None, block_size: int, explicit: bool = False) -
         vocab = json.loads(pair[0].read_text(encoding="utf-8"))
         if END_OF_TEXT not in vocab:
             raise ValueError(f"{pair[0]} has no {END_OF_TEXT} entry; a GPT-2 BPE export needs it as end-of-text")
-        files: dict[str, str | Path] = {"tokenizer.json": text, **_special_files(END_OF_TEXT, vocab[END_OF_TEXT], block_size)}
+        files: dict[str, str | dict | Path] = {"tokenizer.json": text, **_special_files(END_OF_TEXT, vocab[END_OF_TEXT])}
         return TokenizerFiles(files, vocab[END_OF_TEXT], vocab[END_OF_TEXT], len(vocab))
     present = {name: directory / name for name in TOKENIZER_FILES if (directory / name).is_file()}
     if "tokenizer.json" not in present and "tokenizer.model" not in present:
@@ -215,12 +214,12 @@ def export_checkpoint(
         raise FileNotFoundError(f"checkpoint not found: {ckpt}; pass a Lightning .ckpt, a sharded FSDP checkpoint "
                                 "directory or a litgpt checkpoint")
     _prepare_out(out)
+    spec = tokenizer if tokenizer is not None else recorded_tokenizer(ckpt)
+    tokens = tokenizer_files(spec, explicit=tokenizer is not None)  # before the long part: loading the weights
     loaded = load_model(ckpt)
     config = loaded.config
     if format == "hf":
         check_llama_equivalent(config)
-    spec = tokenizer if tokenizer is not None else _recorded_tokenizer(loaded)
-    tokens = tokenizer_files(spec, config.block_size, explicit=tokenizer is not None)
     if tokens.vocab_size is not None and tokens.vocab_size > config.padded_vocab_size:
         raise ValueError(f"the tokenizer has {tokens.vocab_size} ids but the model only {config.padded_vocab_size} "
                          "embedding rows: wrong --tokenizer for this checkpoint?")
@@ -231,6 +230,9 @@ def export_checkpoint(
         for name, content in tokens.files.items():
             if isinstance(content, Path):
                 shutil.copyfile(content, staging / name)
+            elif isinstance(content, dict):
+                extra = {"model_max_length": config.block_size} if name == "tokenizer_config.json" else {}
+                (staging / name).write_text(json.dumps({**content, **extra}, indent=2), encoding="utf-8")
             else:
                 (staging / name).write_text(content, encoding="utf-8")
         if tokens.files and spec is not None:
@@ -251,12 +253,14 @@ def export_checkpoint(
     return ExportResult(out, format, sorted(p.name for p in out.iterdir()), loaded.format, notes)
 
 
-def _recorded_tokenizer(loaded: LoadedModel) -> str | None:
-    """The training tokenizer, else the tokenizer files beside a litgpt checkpoint."""
-    if loaded.tokenizer_spec is not None:
-        return loaded.tokenizer_spec
-    source = Path(loaded.source)
-    directory = source if source.is_dir() else source.parent
+def recorded_tokenizer(ckpt: str | Path) -> str | None:
+    """The tokenizer ``ckpt`` was trained with (its DataModule's setting), else tokenizer files beside a litgpt
+    checkpoint (an earlier export); read without loading the weights."""
+    ckpt = Path(ckpt).expanduser()
+    spec = ((read_meta(ckpt).get("data") or {}).get("init_args") or {}).get("tokenizer")
+    if spec is not None:
+        return str(spec)
+    directory = ckpt if ckpt.is_dir() else ckpt.parent
     if (directory / "model_config.yaml").is_file() and any((directory / n).is_file() for n in TOKENIZER_FILES[:2]):
         return str(directory)
     return None

@@ -220,3 +220,15 @@ def test_wrong_tokenizer_for_the_vocabulary_is_refused(lightning_ckpt, tmp_path)
     with pytest.raises(ValueError, match="embedding rows"):
         export_checkpoint(ckpt, tmp_path / "out", "litgpt", tokenizer=str(big))
     assert not (tmp_path / "out").exists()
+
+
+def test_bad_tokenizer_fails_before_the_weights_are_loaded(lightning_ckpt, tmp_path, monkeypatch):
+    ckpt, _ = lightning_ckpt
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("weights loaded before the tokenizer was checked")
+
+    monkeypatch.setattr("lit_modules.export.load_model", no_loading)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export_checkpoint(ckpt, tmp_path / "out", "hf", tokenizer=str(tmp_path / "nope" / "tok"))
+    assert not (tmp_path / "out").exists()

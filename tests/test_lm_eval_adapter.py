@@ -104,6 +104,8 @@ def test_model_args_win_over_lm_evals_own_flags(trained):
     assert lm.batch_size == 4 and lm.device.type == "cpu"
     with pytest.raises(ValueError, match="batch_size"):
         NCALM(str(ckpt), batch_size="zero")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        NCALM(str(tok_dir / "missing.ckpt"))
     with pytest.raises(TypeError, match="tokeniser"):  # a misspelt model arg is an error, not ignored
         NCALM.create_from_arg_obj({"ckpt": str(ckpt), "tokeniser": str(tok_dir)})
 
