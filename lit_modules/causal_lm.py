@@ -18,7 +18,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.throughput import measure_flops
-from lightning.pytorch.callbacks import ThroughputMonitor
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from litgpt.config import Config
@@ -191,6 +190,8 @@ class CausalLM(L.LightningModule):
         self._tokens_seen = torch.zeros((), dtype=torch.int64)
         self._flops: dict[tuple, int] = {}
         self.eval_loss = MeanMetric()  # token-weighted over the whole split, summed across ranks
+        self._schedule: Optional[dict[str, int]] = None  # {"total_steps", "warmup_steps"} of this fit
+        self._resumed_schedule: Optional[dict[str, int]] = None  # the same, read from a resumed checkpoint
 
     # ----------------------------------------------------------------------------------------------- model
     def configure_model(self) -> None:
@@ -234,6 +235,7 @@ class CausalLM(L.LightningModule):
             n = self.trainer.strategy.reduce(n, reduce_op="sum")
         self._tokens_seen = self._tokens_seen.to(self.device) + n
         self.log("train/loss", loss, prog_bar=True)
+        self.log("train/ppl", loss.detach().exp())
         self.log("train/tokens_seen", self._tokens_seen.float())
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
@@ -250,6 +252,8 @@ class CausalLM(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokens_seen"] = int(self._tokens_seen)
+        if self._schedule is not None:  # a resume must not re-shape the schedule (checked in configure_optimizers)
+            checkpoint["lr_schedule"] = dict(self._schedule)
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None:  # how the data was made, so sampling/evaluation can rebuild its tokenizer
             checkpoint["data"] = {"class_path": f"{type(dm).__module__}.{type(dm).__qualname__}",
@@ -257,6 +261,7 @@ class CausalLM(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._tokens_seen = torch.tensor(checkpoint.get("tokens_seen", 0), dtype=torch.int64)
+        self._resumed_schedule = checkpoint.get("lr_schedule")
 
     # ---------------------------------------------------------------------------------------------- eval
     def _eval_step(self, batch: dict[str, torch.Tensor]) -> None:
@@ -310,7 +315,9 @@ class CausalLM(L.LightningModule):
         self._last_flops_key = key
 
     def configure_callbacks(self) -> list[L.Callback]:
-        return [ThroughputMonitor(batch_size_fn=batch_size, length_fn=batch_tokens, window_size=20)]
+        from lit_modules.tb_logging import HParamsSummary, TokenThroughput
+
+        return [TokenThroughput(batch_size_fn=batch_size, length_fn=batch_tokens, window_size=5), HParamsSummary()]
 
     # ------------------------------------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> dict[str, Any]:
@@ -334,10 +341,19 @@ class CausalLM(L.LightningModule):
         total = self.trainer.max_steps
         if total is None or total < 0:
             total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            raise ValueError("The LR schedule needs a finite length: set `trainer.max_steps`.")
+        if not math.isfinite(total) or total <= 0:
+            raise ValueError("The learning-rate schedule needs a finite length: set `trainer.max_steps`.")
         total = int(total)
         warmup = hp.warmup_steps if hp.warmup_steps is not None else int((hp.warmup_fraction or 0.0) * total)
+        self._schedule = {"total_steps": total, "warmup_steps": warmup}
+        old = self._resumed_schedule
+        if old is not None and old != self._schedule:
+            raise ValueError(
+                f"the resumed run's learning-rate schedule was sized for {old['total_steps']} steps "
+                f"({old['warmup_steps']} of warm-up), this one for {total} ({warmup}): resume with the run's own "
+                f"--trainer.max_steps {old['total_steps']} (and warm-up), or start a new run from its weights "
+                "with model.init_from to train longer"
+            )
         schedule = partial(lr_factor, warmup=warmup, total=total, min_ratio=hp.min_lr / hp.lr if hp.lr else 0.0)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

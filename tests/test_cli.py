@@ -138,7 +138,7 @@ def test_too_small_model_vocab_fails_before_training(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-def test_fit_logs_saves_config_and_resumes_without_overwriting(tmp_path):
+def test_fit_logs_saves_config_and_resumes_without_overwriting(tmp_path, capsys):
     config = toy_config(tmp_path)
     main(["fit", "--config", config])
     run = tmp_path / "runs" / "toy"
@@ -154,13 +154,19 @@ def test_fit_logs_saves_config_and_resumes_without_overwriting(tmp_path):
     assert main(["fit", "--config", config]) == 2
     assert {p: p.stat().st_mtime_ns for p in ckpts.iterdir()} == before
 
+    # the schedule's length is part of the run: a resume with another max_steps is refused, and leaves nothing
+    resume = ["fit", "--config", config, "--trainer.logger.init_args.version", "0", "--ckpt_path", "last"]
+    assert main([*resume, "--trainer.max_steps", "6"]) == 2
+    assert "schedule was sized for 4 steps" in capsys.readouterr().err
+    assert sorted(p.name for p in (run / "version_0").glob("config*")) == ["config.yaml"]
+
     # resume into the same log version: the first config stays, the new one goes next to it
-    main(["fit", "--config", config, "--trainer.max_steps", "6", "--trainer.logger.init_args.version", "0",
-          "--ckpt_path", "last"])
+    main(resume)
     assert (run / "version_0" / "config.yaml").read_text() == saved
-    assert "max_steps: 6" in (run / "version_0" / "config-1.yaml").read_text()
-    last = torch.load(ckpts / "last.ckpt", weights_only=False)  # the resumed run continues its own last.ckpt
-    assert last["global_step"] == 6 and last["tokens_seen"] == 6 * 8 * 32
+    assert (run / "version_0" / "config-1.yaml").is_file()
+    last = torch.load(ckpts / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 4 and last["tokens_seen"] == 4 * 8 * 32
+    assert last["lr_schedule"] == {"total_steps": 4, "warmup_steps": 1}
 
     # validate / test pick the newest last checkpoint of the experiment
     main(["validate", "--config", config, "--ckpt_path", "last"])
@@ -198,8 +204,8 @@ def test_init_from_loads_blocks_on_fresh_fit_only(tmp_path):
     assert not torch.equal(captured["model.lm_head.weight"][:16], source["model.lm_head.weight"][:16])
 
     # a resumed run restores its own checkpoint and never reads init_from (here: a path that does not exist)
-    main(["fit", "--config", toy_config(tmp_path), "--model.init_from", str(tmp_path / "missing.ckpt"),
-          "--trainer.max_steps", "5", "--ckpt_path", "last"])
+    assert main(["fit", "--config", toy_config(tmp_path), "--model.init_from", str(tmp_path / "missing.ckpt"),
+                 "--ckpt_path", "last"]) == 0
     assert main(["fit", "--config", toy_config(tmp_path), "--model.init_from", str(tmp_path / "missing.ckpt"),
                  "--checkpoint.dirpath", str(tmp_path / "fresh")]) == 2
 
