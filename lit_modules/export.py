@@ -115,10 +115,10 @@ def tokenizer_files(spec: str | None, explicit: bool = False) -> TokenizerFiles:
         return TokenizerFiles(warning=f"{problem}: wrote weights + config only; {fix}")
     pair = _bpe_pair(directory)
     if pair is not None:
-        text = bpe_tokenizer_json(*pair)
         vocab = json.loads(pair[0].read_text(encoding="utf-8"))
         if END_OF_TEXT not in vocab:
             raise ValueError(f"{pair[0]} has no {END_OF_TEXT} entry; a GPT-2 BPE export needs it as end-of-text")
+        text = bpe_tokenizer_json(*pair)
         files: dict[str, str | dict | Path] = {"tokenizer.json": text, **_special_files(END_OF_TEXT, vocab[END_OF_TEXT])}
         return TokenizerFiles(files, vocab[END_OF_TEXT], vocab[END_OF_TEXT], len(vocab))
     present = {name: directory / name for name in TOKENIZER_FILES if (directory / name).is_file()}
