@@ -93,7 +93,7 @@ def run_bare(args, cfg: dict, batches, vocab: int) -> float:
     L.seed_everything(0, verbose=False)
     config = build_config(cfg, vocab)
     model = GPT(config)
-    init_weights_(model, config.n_layer, config.n_embd)
+    init_weights_(model)
     reset_parameters(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
