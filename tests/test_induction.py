@@ -314,3 +314,11 @@ def test_cli_rejects_a_text_checkpoint_without_a_corpus(tmp_path, capsys):
     assert nca_main(["induction", "--ckpt", ckpt, "--out", str(tmp_path / "o")]) == 2
     assert "give --data a text corpus" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_labels_are_unique_file_safe_stems():
+    from nca.cli.induction import labels_for
+
+    paths = ["runs/a/checkpoints/last.ckpt", "runs/b/checkpoints/last.ckpt", "runs/a/checkpoints/epoch=0-step=100.ckpt",
+             "exports/my model"]
+    assert labels_for(paths) == ["last-1", "last-2", "epoch=0-step=100", "my_model"]
