@@ -112,7 +112,7 @@ def main() -> None:
     base = rows[-1][2] if baseline_n > 0 else None
     for name, n, rate in rows:
         speed = f"{rate / base:.1f}x" if base else "-"
-        print(f"{name:<38} {n:>7} {rate:>10.0f} {speed:>9}")
+        print(f"{name:<38} {n:>7} {rate:>10.1f} {speed:>9}")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ counter-based generator of ``nca.automaton.rng``. Nothing depends on the order r
 a pure function of (model, prompt, seed, prompt id, sample index), whatever ``batch_size`` or which prompts
 share a batch. Guarantee and its limit: the uniforms are exactly equal; the logits of a row can differ in
 the last bits between batch shapes (matrix kernels sum in shape-dependent order), so a token can change only
-where its uniform falls within that rounding of a CDF boundary (or greedy logits tie to rounding): about
-1e-6 per token in float32, more in bfloat16. Equal settings and batch shapes give bit-equal runs.
+where its uniform falls within that rounding of a CDF boundary (or two greedy logits tie within it): rare in
+float32 (the tests' float32 models show none), less rare in bfloat16. Equal settings and batch shapes on one
+machine give bit-equal runs.
 """
 
 from __future__ import annotations
