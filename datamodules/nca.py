@@ -72,6 +72,9 @@ class NCADataModule(TokenDataModule):
         self.save_hyperparameters(ignore=["nca"])
         self.hparams["nca"] = nca.to_dict()  # plain data: checkpoints stay loadable with weights_only
         self.cfg = nca
+        if isinstance(band, (list, tuple)) and len(band) != 2:
+            raise ValueError(f"data band must be two gzip ratios [low, high] (high may be null) or a name such as "
+                             f"'30-40' or '50+', got {list(band)}")
         self.band = Band.parse(band)
         self.tokenizer = PatchTokenizer.from_config(self.cfg)
         if seq_len < self.tokenizer.frame_len:
@@ -103,7 +106,8 @@ class NCADataModule(TokenDataModule):
         pool = None
         if self.pool_sizes[split]:
             pool = RulePool(self.pool_sizes[split], self.cfg, self.band, seed=self.seed, split=split, device=self.device)
-            rank_zero_info(f"NCA {split} rule pool: {pool.stats()}")
+            rank_zero_info(f"NCA {split} rule pool: " + ", ".join(
+                f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in pool.stats().items()))
         return NCAStream(self.cfg, self.seq_len, self.band, seed=self.seed, split=split, pool=pool, device=self.device)
 
     def source(self, split: str) -> BatchSource:

@@ -254,3 +254,15 @@ def test_fsdp_builds_on_meta_and_initialises_like_single_device(tmp_path):
     cli.trainer.fit(cli.model, cli.datamodule)
     proj = [p for n, p in cli.model.model.named_parameters() if n.endswith("attn.proj.weight")]
     assert proj and all(torch.isfinite(p).all() and p.float().std() > 0 for p in proj)
+
+
+def test_configs_verb_lists_every_shipped_config_with_its_purpose(capsys):
+    assert main(["configs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    shipped = sorted(p.relative_to(ROOT).as_posix() for p in CONFIGS.rglob("*.yaml"))
+    assert [line.split()[0] for line in lines] == shipped
+    stage1 = next(line for line in lines if line.startswith("configs/stage1.yaml "))
+    assert "Stage 1" in stage1
+    assert main(["configs", "stage2", "paper"]) == 0
+    assert {line.split()[0] for line in capsys.readouterr().out.splitlines()} == {
+        "configs/stage2/code.yaml", "configs/stage2/math.yaml", "configs/stage2/owt.yaml"}

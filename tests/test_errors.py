@@ -143,3 +143,8 @@ class BuggyDataModule(LightningDataModule):  # imported by class path above
     def __init__(self):
         super().__init__()
         a, b = [1]  # noqa: F841  a bug, not a user error
+
+
+def test_one_number_band_names_the_key(tmp_path, capsys):
+    line = one_line_error(capsys, ["fit", "--config", toy_config(tmp_path, data=nca_data(band=[0.5]))])
+    assert "data band must be two gzip ratios" in line

@@ -14,6 +14,7 @@ from typing import Callable
 # verb -> ("module:function", one line of help). The one list of verbs: `nca --help` prints it.
 VERBS: dict[str, tuple[str, str]] = {
     "fit": ("nca.cli.train:fit", "train a model from YAML configs (LightningCLI)"),
+    "configs": ("nca.cli.configs:main", "list the shipped YAML configs with what each is for"),
     "validate": ("nca.cli.train:validate", "validation loss/perplexity of a checkpoint"),
     "test": ("nca.cli.train:test", "test-split loss/perplexity of a checkpoint"),
     "generate": ("nca.cli.data:generate", "write an NCA token corpus (memmap shards + manifest)"),
