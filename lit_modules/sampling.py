@@ -254,14 +254,18 @@ class _Decoder:
         finally:
             for cache in self.caches:
                 cache.slots = None
-        return [logits[r, len(self.prompts[i]) - 1, : self.vocab] for r, i in enumerate(prompts)]
+        # clones: a kept prompt must not hold the whole chunk's logits alive
+        return [logits[r, len(self.prompts[i]) - 1, : self.vocab].clone() for r, i in enumerate(prompts)]
 
     def _copy_prefix(self, src: int | list[tuple[torch.Tensor, torch.Tensor]], dst: list[int], length: int) -> None:
         if not dst:
             return
         index = torch.tensor(dst, device=self.device)
         for layer, cache in enumerate(self.caches):
-            k, v = (cache.k[src, :, :length].clone(), cache.v[src, :, :length].clone()) if isinstance(src, int) else src[layer]
+            if isinstance(src, int):  # a cache row: copied out first, since source and targets share the buffer
+                k, v = cache.k[src, :, :length].clone(), cache.v[src, :, :length].clone()
+            else:
+                k, v = src[layer]
             cache.k[index, :, :length] = k
             cache.v[index, :, :length] = v
 

@@ -109,7 +109,8 @@ def test_nca_model_draws_predicted_frames_beside_the_true_ones(nca_ckpt, tmp_pat
     image = Image.open(out)
     assert image.width > 4 * 4 * 8 and image.height > 3 * 4 * 8  # 4 frames wide, 3 rows (true + 2 samples)
     assert main([*args, "--out", str(out)]) == 2 and "already exists" in capsys.readouterr().err
-    too_long = ["sample", "--ckpt", str(nca_ckpt), "--context_frames", "8", "--frames", "8", "--out", str(tmp_path / "x.png")]
+    too_long = ["sample", "--ckpt", str(nca_ckpt), "--context_frames", "8", "--frames", "8",
+                "--out", str(tmp_path / "x.png")]
     assert main(too_long) == 2 and "context" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
 

@@ -92,7 +92,8 @@ def _tokenizer(loaded, override: Optional[str]):
 
     spec = override or loaded.tokenizer_spec
     if spec is None:
-        raise UsageError(f"{loaded.source} records no text tokenizer; pass --tokenizer DIR (the one it was trained with)")
+        raise UsageError(f"{loaded.source} records no text tokenizer; pass --tokenizer DIR "
+                         "(the one it was trained with)")
     try:
         tok = load_tokenizer(spec)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
