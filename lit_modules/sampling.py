@@ -315,8 +315,9 @@ class _Decoder:
 
     # -- decoding -------------------------------------------------------------------------------
     def _uniforms(self, rows: list[_Row]) -> torch.Tensor:
-        ids = torch.tensor([[self.prompt_ids[r.prompt], r.sample, len(r.tokens)] for r in rows], device=self.device)
-        return step_uniforms(self.seed, ids[:, 0], ids[:, 1], ids[:, 2])
+        """Hashed on the CPU (exact integer arithmetic, so the same values as on a GPU, without ~50 tiny kernels)."""
+        ids = torch.tensor([[self.prompt_ids[r.prompt], r.sample, len(r.tokens)] for r in rows])
+        return step_uniforms(self.seed, ids[:, 0], ids[:, 1], ids[:, 2]).to(self.device)
 
     def _retire(self) -> None:
         """Finish the done rows; move the last live rows into their slots so live rows stay 0..m-1."""
