@@ -65,14 +65,27 @@ def run_hparams(trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
     return params
 
 
+def without_epoch(log_metrics):
+    """``log_metrics`` minus Lightning's ``epoch`` counter (an NCA stream has one endless epoch)."""
+
+    def log(metrics, step=None):
+        return log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+    log.without_epoch = True
+    return log
+
+
 class HParamsSummary(Callback):
     """Writes the HParams entry at the start of fit (rank 0, TensorBoard loggers only), declaring
-    ``val/ppl`` as its metric; TensorBoard shows the run's last logged ``val/ppl`` there."""
+    ``val/ppl`` as its metric; TensorBoard shows the run's last logged ``val/ppl`` there. Also keeps
+    Lightning's placeholder ``hp_metric = -1`` and its ``epoch`` counter out of the scalars."""
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger._default_hp_metric = False  # no placeholder hp_metric = -1 scalar
+                logger._default_hp_metric = False
+                if not getattr(logger.log_metrics, "without_epoch", False):
+                    logger.log_metrics = without_epoch(logger.log_metrics)
 
     @rank_zero_only
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -3,6 +3,7 @@ bugs keep their traceback. Every case here stops before a training step (fast)."
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,19 @@ class BuggyDataModule(LightningDataModule):  # imported by class path above
 def test_one_number_band_names_the_key(tmp_path, capsys):
     line = one_line_error(capsys, ["fit", "--config", toy_config(tmp_path, data=nca_data(band=[0.5]))])
     assert "data band must be two gzip ratios" in line
+
+
+def test_the_checkpoint_reader_names_a_broken_file_and_the_newest_intact_one(tmp_path):
+    from lit_modules.checkpoint import CheckpointError, is_intact, newest_intact, read_checkpoint
+
+    good = fake_checkpoint(tmp_path / "epoch=0-step=2.ckpt")
+    broken = tmp_path / "last.ckpt"
+    broken.write_bytes(good.read_bytes()[:100])
+    notes = tmp_path / "notes.ckpt"
+    notes.write_text("hello")
+    assert is_intact(good) and not is_intact(broken) and not is_intact(notes)
+    assert newest_intact(tmp_path) == good
+    with pytest.raises(CheckpointError, match=rf"last.ckpt is truncated or corrupt .*newest intact checkpoint there is {re.escape(str(good))}"):
+        read_checkpoint(broken, ["transformer.wte.weight"])
+    with pytest.raises(CheckpointError, match="notes.ckpt is not a checkpoint"):
+        read_checkpoint(notes, ["transformer.wte.weight"])

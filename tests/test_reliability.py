@@ -128,7 +128,7 @@ def test_tensorboard_has_hparams_with_val_ppl_tokens_per_second_and_no_counters(
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "train/ppl", "train/tokens_per_sec", "val/ppl"} <= tags
-    assert not tags & {"hp_metric", "train/time", "train/batches", "train/samples", "train/lengths",
+    assert not tags & {"hp_metric", "epoch", "train/time", "train/batches", "train/samples", "train/lengths",
                        "train/device/items_per_sec"}
     plugin = events.PluginTagToContent("hparams")
     assert "_hparams_/experiment" in plugin and b"val/ppl" in plugin["_hparams_/experiment"]

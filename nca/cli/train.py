@@ -25,7 +25,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback, _InstantiatorFn
 
 # The project's DataModules, imported so that `--data NCADataModule` (a short class name) resolves.
+import datamodules.bbl  # noqa: F401
 import datamodules.dyck  # noqa: F401
+import datamodules.gsm8k  # noqa: F401
 import datamodules.nca  # noqa: F401
 import datamodules.text  # noqa: F401
 from lit_modules.causal_lm import CausalLM
