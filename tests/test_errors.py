@@ -83,6 +83,8 @@ def test_truncated_checkpoint_names_the_newest_intact_one(tmp_path, capsys):
     (ckpts / "last.ckpt").write_bytes(data[: len(data) // 2])
     line = one_line_error(capsys, ["fit", "--config", toy_config(tmp_path), "--ckpt_path", "last"])
     assert "last.ckpt is not an intact checkpoint" in line and str(good) in line
+    line = one_line_error(capsys, ["validate", "--config", toy_config(tmp_path), "--ckpt_path", str(ckpts / "last.ckpt")])
+    assert "last.ckpt is not an intact checkpoint" in line and str(good) in line
 
 
 def test_init_from_not_a_checkpoint_is_refused_before_the_data_is_prepared(tmp_path, capsys, monkeypatch):

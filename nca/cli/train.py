@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -118,6 +117,14 @@ class NCACLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         self.config = parser.parse_args(args)  # without Lightning's warning about args beside sys.argv
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads a ``--ckpt_path`` file's hyper-parameters right after parsing: check it first."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and path != "last" and path not in preflight.SPECIAL_CKPT:
+            preflight.resume_path(path, None)
+        super()._parse_ckpt_path()
 
     def _add_instantiators(self) -> None:
         for key, class_type, subclasses in (("model", CausalLM, False), ("data", LightningDataModule, True)):
