@@ -31,6 +31,10 @@ class NonFiniteGuard(Callback):
 
     Every rank takes the same decision (any rank's non-finite gradient skips the step everywhere), so
     data-parallel replicas and FSDP shards stay in step.
+
+    Args:
+        max_skipped_steps: non-finite steps to skip (each reported with its number) before the run ends
+            with ``TrainingDiverged``; 0 ends it at the first one.
     """
 
     def __init__(self, max_skipped_steps: int = 0) -> None:
