@@ -76,10 +76,10 @@ def _arm_of_label(label: str) -> str:
 
 def _stage1_source(label: str) -> str | None:
     """Stage-1 run source of a stage-2 arm label (nca-50plus-reinit_mlp -> nca-50plus, c4_noreinit -> c4_10x)."""
-    kind = STAGE1_OF_ARM[_arm_of_label(label)]
-    if kind == "nca":
-        return "-".join(label.split("-")[:3]) if label.split("-")[1] in ("20", "30", "40") else "-".join(label.split("-")[:2])
-    return kind
+    arm = _arm_of_label(label)
+    if STAGE1_OF_ARM[arm] == "nca":
+        return label if arm == "nca" else label.removesuffix("-" + arm.removeprefix("nca_"))
+    return STAGE1_OF_ARM[arm]
 
 
 def _budget_args(b: StageBudget, steps: int, seed: int, block_size: int, study: Study, run_id: str) -> list[str]:

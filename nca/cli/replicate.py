@@ -31,7 +31,7 @@ def parser() -> ArgumentParser:
     p.add_argument("--out", type=str, required=True, help="the study folder (runs, vocabulary, report)")
     p.add_argument("--jobs", type=int, default=1, help="local runs at once (2 cores: 2 jobs of 1 thread)")
     p.add_argument("--threads_per_job", type=int, default=1, help="OMP threads of each run")
-    p.add_argument("--launcher", type=str, default="local", help="local or slurm (submitit)")
+    p.add_argument("--launcher", type=str, default="local", help="local, or slurm (submitit; see --slurm.*)")
     p.add_class_arguments(SlurmOptions, "slurm")
     p.add_argument("--dry_run", type=bool, default=False, help="print the runs and their status, start nothing")
     return p
@@ -44,6 +44,9 @@ def main(argv: list[str]) -> int:
     out = Path(args.out).expanduser().resolve()
     try:
         check_study(study)
+        if args.launcher not in ("local", "slurm") or args.jobs < 1 or args.threads_per_job < 1:
+            raise ValueError(f"--launcher must be local or slurm and --jobs/--threads_per_job >= 1, got "
+                             f"{args.launcher!r}, {args.jobs}, {args.threads_per_job}")
         from replication.plan import plan
         from replication.state import check_unchanged, status
         from replication.vocab import prepare_vocabulary
