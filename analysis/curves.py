@@ -1,4 +1,4 @@
-"""Scalar curves from the TensorBoard logs of runs, and the paper's convergence speed-up (spec section 8).
+"""Scalar curves from the TensorBoard logs of runs, and the paper's convergence speed-up (docs/paper.md §8).
 
 A run is ``runs/<name>/`` (its ``version_*`` subdirectories are merged, because a resumed run writes a
 new version) or one ``version_N/`` directory. The speed-up of a method over a baseline is

@@ -117,3 +117,9 @@ def test_data_verbs_read_a_config_file_and_print_theirs(tmp_path, capsys):
     assert printed["nca"]["n_states"] == 4 and printed["nca"]["temperature"] == NCAConfig().temperature
     assert run(["generate", "--config", str(tmp_path / "gen.yaml"), "--out", str(tmp_path / "c")]) == 0
     assert TokenShards(tmp_path / "c").manifest.metadata["nca"]["grid"] == 6
+
+
+@pytest.mark.parametrize("bad", [["--tokens", "0"], ["--tokens", "96", "--seq_len", "0"], ["--tokens", "96", "--chunk", "0"]])
+def test_generate_refuses_sizes_that_cannot_work_before_any_work(tmp_path, capsys, bad):
+    assert run(["generate", "--out", str(tmp_path / "g"), *bad, *SMALL]) == 2
+    assert "need --tokens >= 1" in capsys.readouterr().err and not (tmp_path / "g").exists()

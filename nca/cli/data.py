@@ -51,7 +51,7 @@ def generate(argv: list[str]) -> int:
 
 
 def write_corpus(out: str, tokens: float, band: Optional[str] = PAPER_BAND, seq_len: int = 1024,
-                 rules: Optional[int] = None, split: Literal["train", "val"] = "train", chunk: int = 512,
+                 rules: Optional[int] = None, split: Literal["train", "val", "test"] = "train", chunk: int = 512,
                  workers: int = 2, nca: NCAConfig = NCAConfig(), seed: int = 0, device: str = "cpu") -> int:
     """Write an NCA token corpus (memmap shards + manifest) for a training run to stream.
 
@@ -61,7 +61,7 @@ def write_corpus(out: str, tokens: float, band: Optional[str] = PAPER_BAND, seq_
         band: gzip band, e.g. 0.5-1.0, 30-40, 50+, or 'none' (unfiltered).
         seq_len: tokens per training row (rows hold seq_len + 1 ids).
         rules: draw this many rules once and cycle them (default: a fresh rule per sequence).
-        split: train (even rule ids) or val (odd rule ids).
+        split: train, val or test: disjoint rule ids (even, 1 mod 4, 3 mod 4).
         chunk: sequences generated together.
         workers: generator processes.
         nca: the automaton (defaults: the paper).
@@ -75,6 +75,9 @@ def write_corpus(out: str, tokens: float, band: Optional[str] = PAPER_BAND, seq_
     from nca.automaton.pool import RulePool
     from nca.automaton.stream import NCAStream
 
+    if not tokens >= 1 or seq_len < 1 or chunk < 1 or workers < 0 or (rules is not None and rules < 1):
+        raise UsageError(f"need --tokens >= 1, --seq_len >= 1, --chunk >= 1, --workers >= 0 and --rules >= 1 or "
+                         f"unset; got {tokens}, {seq_len}, {chunk}, {workers}, {rules}")
     cfg, band = nca, None if band is None or band.lower() == "none" else Band.parse(band)
     target = Path(out)
     if target.exists() and (target.is_file() or any(target.iterdir())):  # before any work: never overwrite
