@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from torch import nn
 
-from lit_modules.causal_lm import init_std, is_norm
+from lit_modules.model import init_std, is_norm
 from lit_modules.transfer import (
     assign_,
     check_parts,

@@ -9,6 +9,7 @@ reads through here, so a new format is added once.
 from __future__ import annotations
 
 import pickle
+import dataclasses
 import re
 import warnings
 from collections import Counter
@@ -22,6 +23,17 @@ import torch
 # Wrapper segments that FSDP1, activation checkpointing and torch.compile insert into parameter names.
 _WRAPPER_SEGMENT = re.compile(r"(^|\.)(_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod)(?=\.)")
 LIGHTNING_META = "meta.pt"  # what Lightning's FSDP strategy saves beside a sharded checkpoint (rank 0)
+
+
+def plain(value: Any) -> Any:
+    """Dataclasses, tuples and paths as plain data, so a checkpoint loads with ``weights_only``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return plain(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
 
 
 def clean_name(name: str) -> str:
@@ -210,7 +222,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     """Rebuild the trained GPT of any supported checkpoint (eval mode, on ``device``)."""
     from litgpt.model import GPT
 
-    from lit_modules.causal_lm import build_config
+    from lit_modules.model import build_config
 
     path = Path(path).expanduser()
     meta = read_meta(path) if path.exists() else {}

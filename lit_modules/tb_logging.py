@@ -53,7 +53,7 @@ def flat_hparams(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]
 
 
 def run_hparams(trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
-    from lit_modules.causal_lm import plain
+    from lit_modules.checkpoint import plain
 
     params: dict[str, Any] = {}
     flat_hparams("model", plain(dict(pl_module.hparams)), params)
