@@ -256,7 +256,7 @@ def test_nca_settings_read_nested_flat_and_config_layouts():
 # ------------------------------------------------------------------------------------------------ CLI
 def save_ckpt(path, vocab, data, seed=0):
     """A Lightning-format checkpoint of a tiny CausalLM-built GPT (as `nca fit` writes it)."""
-    from lit_modules.causal_lm import build_config
+    from lit_modules.model import build_config
 
     hparams = {"config": {"block_size": 64, "n_layer": 2, "n_embd": 32, "n_head": 2, "intermediate_size": 64},
                "vocab_size": vocab}
