@@ -41,7 +41,7 @@ def trained(tmp_path_factory):
                       "--data.init_args.batch_size", "2", "--data.init_args.val_fraction", "0.2"], monkeypatch)
     monkeypatch.undo()
     assert cli.trainer.global_step == 2
-    stage3 = root / "runs" / "stage3-cpu" / "checkpoints" / "last.ckpt"
+    stage3 = root / "runs" / "stage3-gsm8k" / "checkpoints" / "last.ckpt"
     return root, tokenizer, stage2, stage3
 
 
