@@ -98,21 +98,26 @@ def main() -> None:
 
     warm = argparse.Namespace(**{**vars(args), "n": 2, "new_tokens": 4, "baseline_n": 1})
     time_ours(model, prompt, warm, device)
-    ours = [args.n * args.new_tokens / time_ours(model, prompt, args, device) for _ in range(args.repeats)]
-    rows = [("lit_modules.sampling.sample", args.n, statistics.median(ours))]
     if baseline_n > 0:
         time_litgpt(model, prompt, warm, device)
-        theirs = [baseline_n * args.new_tokens / time_litgpt(model, prompt, args, device) for _ in range(args.repeats)]
-        rows.append(("litgpt generate, one call per sample", baseline_n, statistics.median(theirs)))
+    ours, theirs = [], []
+    for _ in range(args.repeats):  # interleaved, so both see the same load on a shared machine
+        ours.append(args.n * args.new_tokens / time_ours(model, prompt, args, device))
+        if baseline_n > 0:
+            theirs.append(baseline_n * args.new_tokens / time_litgpt(model, prompt, args, device))
 
     print(f"config {args.config}, {device.type} {str(dtype).removeprefix('torch.')}, threads {args.threads}, "
           f"prompt {args.prompt_len} tokens, {args.new_tokens} new tokens per sample, batch {args.batch_size}, "
-          f"temperature {args.temperature}, top_p {args.top_p}, median of {args.repeats}")
+          f"temperature {args.temperature}, top_p {args.top_p}, median of {args.repeats} interleaved repeats")
     print(f"{'method':<38} {'samples':>7} {'new tok/s':>10} {'speed-up':>9}")
-    base = rows[-1][2] if baseline_n > 0 else None
-    for name, n, rate in rows:
-        speed = f"{rate / base:.1f}x" if base else "-"
-        print(f"{name:<38} {n:>7} {rate:>10.1f} {speed:>9}")
+    speed = f"{statistics.median(o / t for o, t in zip(ours, theirs)):.1f}x" if theirs else "-"
+    print(f"{'lit_modules.sampling.sample':<38} {args.n:>7} {statistics.median(ours):>10.1f} {speed:>9}")
+    if theirs:
+        print(f"{'litgpt generate, one call per sample':<38} {baseline_n:>7} {statistics.median(theirs):>10.1f} {'1.0x':>9}")
+    if theirs:
+        print("per repeat (ours, litgpt) tok/s: " + ", ".join(f"({o:.1f}, {t:.1f})" for o, t in zip(ours, theirs)))
+    else:
+        print("per repeat tok/s: " + ", ".join(f"{o:.1f}" for o in ours))
 
 
 if __name__ == "__main__":
