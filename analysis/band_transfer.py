@@ -118,7 +118,7 @@ def parse_corpus_ratios(items: list[str]) -> dict[str, float]:
     for item in items:
         domain, sep, spec = item.partition("=")
         if not sep or not domain or not spec:
-            raise ValueError(f"--corpus-ratio item {item!r} is not DOMAIN=FILE_OR_NUMBER (e.g. code=cx/complexity.json or code=0.34)")
+            raise ValueError(f"--corpus_ratio item {item!r} is not DOMAIN=FILE_OR_NUMBER (e.g. code=cx/complexity.json or code=0.34)")
         out[domain] = corpus_ratio(spec)
     return out
 

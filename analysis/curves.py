@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default="val/ppl")
     p.add_argument("--x", choices=["step", "tokens"], default="step", help="x axis (tokens: train/tokens_seen)")
     p.add_argument("--out", default="curves.png", type=Path, help="PNG; the table goes to the same name .json")
-    p.add_argument("--y-scale", choices=["auto", "log", "linear"], default="auto",
+    p.add_argument("--y_scale", choices=["auto", "log", "linear"], default="auto",
                    help="auto: log for perplexity tags (.../ppl), linear for the rest")
     a = p.parse_args(argv)
     taken = [str(x) for x in (a.out, a.out.with_suffix(".json")) if x.exists()]

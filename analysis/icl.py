@@ -133,6 +133,6 @@ def nca_rows(data: dict, sequences: int, seq_len: int | None = None):
     recorded = settings.pop("seq_len", None)
     length = seq_len or recorded
     if length is None:
-        raise ValueError("the checkpoint records no NCA seq_len: pass --seq-len (the training data.init_args.seq_len)")
+        raise ValueError("the checkpoint records no NCA seq_len: pass --seq_len (the training data.init_args.seq_len)")
     stream = NCAStream(seq_len=int(length), split="val", **settings)
     return stream.rows(torch.arange(sequences)), stream.tokenizer

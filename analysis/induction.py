@@ -107,7 +107,7 @@ def repeated_random_tokens(candidates: torch.Tensor, block_len: int, repeats: in
     if block_len < 2 or repeats < 2:
         raise ValueError(f"need block_len >= 2 and repeats >= 2 (got {block_len}, {repeats}): one repeat has no induction targets")
     if block_len > len(candidates):
-        raise ValueError(f"block_len {block_len} exceeds the {len(candidates)} candidate ids; lower --block-len")
+        raise ValueError(f"block_len {block_len} exceeds the {len(candidates)} candidate ids; lower --block_len")
     g = torch.Generator().manual_seed(seed)
     blocks = torch.stack([candidates[torch.randperm(len(candidates), generator=g)[:block_len]] for _ in range(batch)])
     return blocks.repeat(1, repeats)

@@ -7,7 +7,7 @@ Zipf slope: the least-squares slope of log frequency against log rank over ranks
 clipped to the ids seen; the head and the long tail of singletons bend away from a power law). Natural text
 sits near -1; ``--zipf PNG`` draws the rank-frequency curves of all corpora on one log-log plot.
 
-    nca token-stats data/nca-50plus data/text_cache/owt --max-rows 10000 --json stats.json --zipf zipf.png --labels nca-50+ owt
+    nca token-stats data/nca-50plus data/text_cache/owt --max_rows 10000 --json stats.json --zipf zipf.png --labels nca-50+ owt
 """
 
 from __future__ import annotations
@@ -161,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="nca token-stats",
                                 description="Unigram, gzip and delimiter statistics of token corpora (shard format).")
     p.add_argument("dirs", nargs="+", type=Path, help="corpus directories holding manifest.json")
-    p.add_argument("--max-rows", type=int, default=None, help="read a random sample of this many rows")
+    p.add_argument("--max_rows", type=int, default=None, help="read a random sample of this many rows")
     p.add_argument("--seed", type=int, default=0, help="seed of the row and window sample")
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top_k", type=int, default=10)
     p.add_argument("--windows", type=int, default=256, help="windows measured for the gzip ratio")
     p.add_argument("--window", type=int, default=None, help="ids per window (default: the nca complexity probe, 360)")
     p.add_argument("--json", type=Path, default=None, help="write all statistics here")

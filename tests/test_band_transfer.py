@@ -104,7 +104,7 @@ def test_corpus_ratio_from_number_or_complexity_json(tmp_path):
 
 def test_cli_writes_picture_and_table_and_never_overwrites(runs, tmp_path, capsys):
     out = tmp_path / "bt"
-    assert main(["band-transfer", "--runs", *runs, "--out", str(out), "--corpus-ratio", "code=0.36", "web=0.55"]) == 0
+    assert main(["band-transfer", "--runs", *runs, "--out", str(out), "--corpus_ratio", "code=0.36", "web=0.55"]) == 0
     assert (out / "band_transfer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((out / "band_transfer.json").read_text())
     assert report["corpus_ratio"] == {"code": 0.36, "web": 0.55}
@@ -117,7 +117,7 @@ def test_cli_writes_picture_and_table_and_never_overwrites(runs, tmp_path, capsy
 
 
 def test_cli_errors_before_work(runs, tmp_path, capsys):
-    assert main(["band-transfer", "--runs", *runs, "--out", str(tmp_path / "x"), "--corpus-ratio", "math=0.4"]) == 2
+    assert main(["band-transfer", "--runs", *runs, "--out", str(tmp_path / "x"), "--corpus_ratio", "math=0.4"]) == 2
     assert "no --runs label names" in capsys.readouterr().err
     assert main(["band-transfer", "--runs", runs[2], "--out", str(tmp_path / "y")]) == 2
     assert "scratch run of the same seed" in capsys.readouterr().err

@@ -249,7 +249,7 @@ def test_nca_settings_read_nested_flat_and_config_layouts():
         nca_stream_settings({"class_path": "datamodules.text.TextDataModule"})
     rows, tok = nca_rows(nested, sequences=2)
     assert rows.shape == (2, 31) and (rows[:, :: tok.frame_len] == tok.start_id).all()
-    with pytest.raises(ValueError, match="--seq-len"):
+    with pytest.raises(ValueError, match="--seq_len"):
         nca_rows(flat, sequences=1)
 
 
@@ -276,8 +276,8 @@ def test_cli_writes_heatmaps_curves_and_json_and_refuses_to_overwrite(tmp_path, 
     a = save_ckpt(tmp_path / "step=1.ckpt", 18, NCA_DATA, seed=1)
     b = save_ckpt(tmp_path / "step=2.ckpt", 18, NCA_DATA, seed=2)
     out = tmp_path / "out"
-    args = ["induction", "--ckpt", a, "--ckpt", b, "--out", str(out), "--block-len", "8", "--sequences", "3",
-            "--probe-sequences", "2"]
+    args = ["induction", "--ckpt", a, "--ckpt", b, "--out", str(out), "--block_len", "8", "--sequences", "3",
+            "--probe_sequences", "2"]
     assert nca_main(args) == 0
     assert {p.name for p in out.iterdir()} == {"heads-step=1.png", "heads-step=2.png", "loss_by_position.png", "induction.json"}
     report = json.loads((out / "induction.json").read_text())
@@ -303,7 +303,7 @@ def test_cli_text_checkpoint_gives_icl_score(tmp_path):
     ckpt = save_ckpt(tmp_path / "last.ckpt", 257, data)
     out = tmp_path / "out"
     assert nca_main(["induction", "--ckpt", ckpt, "--data", str(corpus), "--out", str(out), "--early", "5",
-                     "--late", "40", "--block-len", "8", "--documents", "3", "--probe-sequences", "2"]) == 0
+                     "--late", "40", "--block_len", "8", "--documents", "3", "--probe_sequences", "2"]) == 0
     text = json.loads((out / "induction.json").read_text())["last"]["text"]
     assert text["documents"] == 3 and len(text["loss_by_position"]) == 40 and math.isfinite(text["icl_score"])
 

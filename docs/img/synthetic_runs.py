@@ -2,7 +2,7 @@
 pictures of `nca band-transfer` and `nca curves` in docs/img/.
 
     python docs/img/synthetic_runs.py /tmp/synthetic_runs
-    # then: nca band-transfer --runs $(cat /tmp/synthetic_runs/labels.txt) --corpus-ratio code=0.36 web=0.58 --out DIR
+    # then: nca band-transfer --runs $(cat /tmp/synthetic_runs/labels.txt) --corpus_ratio code=0.36 web=0.58 --out DIR
 """
 
 from __future__ import annotations

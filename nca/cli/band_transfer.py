@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", nargs="+", required=True, metavar="LABEL=DIR", help=bt.LABEL_HELP)
     p.add_argument("--out", required=True, type=Path, help="new directory for band_transfer.png and band_transfer.json")
     p.add_argument("--tag", default="val/ppl", help="scalar compared (lower is better)")
-    p.add_argument("--corpus-ratio", nargs="*", default=[], metavar="DOMAIN=FILE_OR_NUMBER",
+    p.add_argument("--corpus_ratio", nargs="*", default=[], metavar="DOMAIN=FILE_OR_NUMBER",
                    help="marks the domain corpus's own gzip ratio: a number or `nca complexity --file`'s complexity.json")
     a = p.parse_args(argv)
     png, js = a.out / "band_transfer.png", a.out / "band_transfer.json"
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         ratios = bt.parse_corpus_ratios(a.corpus_ratio)
         unknown = sorted(set(ratios) - {k.domain for k in runs})
         if unknown:
-            raise ValueError(f"--corpus-ratio for {', '.join(unknown)}, which no --runs label names")
+            raise ValueError(f"--corpus_ratio for {', '.join(unknown)}, which no --runs label names")
         table = bt.transfer_table(runs, a.tag)
         a.out.mkdir(parents=True, exist_ok=True)
         bt.plot(table, ratios, png)

@@ -33,15 +33,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="'nca' (held-out NCA rows of the checkpoint's own data settings), a local text corpus "
                         "(files, directory or glob read by datamodules.text), or 'auto' = nca for NCA checkpoints")
     p.add_argument("--tokenizer", help="text tokenizer (default: the one the checkpoint recorded)")
-    p.add_argument("--text-field", default="text", help="field of JSON lines / parquet records holding the text")
+    p.add_argument("--text_field", default="text", help="field of JSON lines / parquet records holding the text")
     p.add_argument("--documents", type=int, default=32, help="text documents (of >= late + 1 tokens) to average over")
     p.add_argument("--early", type=int, default=50, help="ICL score: loss at token late minus loss at token early")
     p.add_argument("--late", type=int, default=500)
     p.add_argument("--sequences", type=int, default=32, help="NCA rows to average the per-frame loss over")
-    p.add_argument("--seq-len", type=int, help="NCA row length (default: the checkpoint's recorded data seq_len)")
-    p.add_argument("--block-len", type=int, default=64, help="random tokens per block of the prefix-matching probe")
+    p.add_argument("--seq_len", type=int, help="NCA row length (default: the checkpoint's recorded data seq_len)")
+    p.add_argument("--block_len", type=int, default=64, help="random tokens per block of the prefix-matching probe")
     p.add_argument("--repeats", type=int, default=2, help="times the block is repeated (2-3)")
-    p.add_argument("--probe-sequences", type=int, default=16, help="repeated random sequences to average over")
+    p.add_argument("--probe_sequences", type=int, default=16, help="repeated random sequences to average over")
     p.add_argument("--threshold", type=float, default=0.4, help="prefix matching above which a copying head is an induction head")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -106,7 +106,7 @@ def measure(path: str, a: argparse.Namespace, corpus: TextCorpus | None) -> dict
     if corpus is None and not is_nca:
         raise ValueError(f"{path} was not trained on NCA data ({loaded.data.get('class_path') or 'unrecorded'}): give --data a text corpus")
     if a.block_len * a.repeats > cfg.block_size:
-        raise ValueError(f"--block-len {a.block_len} x --repeats {a.repeats} exceeds the model's block_size {cfg.block_size}")
+        raise ValueError(f"--block_len {a.block_len} x --repeats {a.repeats} exceeds the model's block_size {cfg.block_size}")
     result: dict = {"checkpoint": path, "format": loaded.format, "layers": cfg.n_layer, "heads": cfg.n_head,
                     "step": _step(path)}
     if corpus is not None:
@@ -122,7 +122,7 @@ def measure(path: str, a: argparse.Namespace, corpus: TextCorpus | None) -> dict
     else:
         rows, tok = nca_rows(loaded.data, a.sequences, a.seq_len)
         if rows.shape[1] - 1 > cfg.block_size:
-            raise ValueError(f"NCA rows of {rows.shape[1] - 1} tokens exceed the model's block_size {cfg.block_size}: lower --seq-len")
+            raise ValueError(f"NCA rows of {rows.shape[1] - 1} tokens exceed the model's block_size {cfg.block_size}: lower --seq_len")
         result["nca"] = nca_summary(token_losses(model, rows), tok.frame_len)
         candidates = candidate_ids(cfg.vocab_size, exclude=[tok.start_id, tok.end_id])
     probe = repeated_random_tokens(candidates, a.block_len, a.repeats, a.probe_sequences, seed=a.seed)
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if not 2 <= a.repeats or a.documents < 1 or a.sequences < 1 or a.probe_sequences < 1:
-            raise ValueError("--repeats must be >= 2 and --documents/--sequences/--probe-sequences >= 1")
+            raise ValueError("--repeats must be >= 2 and --documents/--sequences/--probe_sequences >= 1")
         missing = [p for p in a.ckpt if not Path(p).expanduser().exists()]
         if missing:
             raise FileNotFoundError(f"checkpoint(s) not found: {', '.join(missing)}")
