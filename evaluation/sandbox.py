@@ -26,12 +26,13 @@ from __future__ import annotations
 import json
 import os
 import queue
+import select
 import shutil
 import struct
 import subprocess
 import sys
 import sysconfig
-import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -163,26 +164,38 @@ class _Server:
                                         env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"})
 
     def ask(self, job: dict, timeout: float) -> dict:
+        """Send one job and wait at most ``timeout`` seconds for its verdict (no reader thread: select)."""
         message = json.dumps(job).encode()
-        self.process.stdin.write(struct.pack(">I", len(message)) + message)
-        self.process.stdin.flush()
-        answer: dict = {}
-        reader = threading.Thread(target=self._read_into, args=(answer,), daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if "reply" not in answer:
-            raise RuntimeError(answer.get("error", "the sandbox server did not answer in time"))
-        return answer["reply"]
-
-    def _read_into(self, answer: dict) -> None:
+        deadline = time.monotonic() + timeout
         try:
-            header = self.process.stdout.read(4)
-            if len(header) < 4:
-                raise EOFError(self.process.stderr.read().decode(errors="replace")[-2000:].strip() or "no output")
-            (size,) = struct.unpack(">I", header)
-            answer["reply"] = json.loads(self.process.stdout.read(size))
+            self.process.stdin.write(struct.pack(">I", len(message)) + message)
+            self.process.stdin.flush()
+            (size,) = struct.unpack(">I", self._read(4, deadline))
+            return json.loads(self._read(size, deadline))
+        except TimeoutError as error:
+            raise RuntimeError(str(error)) from error
         except (OSError, EOFError, ValueError) as error:
-            answer["error"] = f"the sandbox server died: {error}"
+            raise RuntimeError(f"the sandbox server died: {error}") from error
+
+    def _read(self, size: int, deadline: float) -> bytes:
+        fd, data = self.process.stdout.fileno(), b""
+        while len(data) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise TimeoutError("the sandbox server did not answer in time")
+            chunk = os.read(fd, size - len(data))
+            if not chunk:
+                raise EOFError(self._stderr_tail() or "its output ended")
+            data += chunk
+        return data
+
+    def _stderr_tail(self) -> str:
+        fd = self.process.stderr.fileno()
+        os.set_blocking(fd, False)
+        try:
+            return os.read(fd, 1 << 16).decode(errors="replace")[-2000:].strip()
+        except OSError:
+            return ""
 
     def close(self) -> None:
         """End of input stops the server; kill it only if it does not stop."""
@@ -197,8 +210,9 @@ class _Server:
 
 
 class Sandbox:
-    """A pool of ``workers`` fork servers; use as a context manager (servers start in the calling thread:
-    bubblewrap's --die-with-parent follows the thread that started it)."""
+    """A pool of ``workers`` fork servers; use as a context manager. Servers are started by one thread that
+    lives as long as the pool: bubblewrap's --die-with-parent follows the thread that started it, so a
+    server restarted from a short-lived worker thread would die with that thread."""
 
     def __init__(self, workers: int = 2, limits: Limits | None = None, isolation: str = "auto"):
         if workers < 1:
@@ -216,6 +230,7 @@ class Sandbox:
         self.workers = workers
         self._idle: queue.Queue[tuple[int, _Server]] = queue.Queue()
         self._started: list[_Server] = []
+        self._spawner: ThreadPoolExecutor | None = None
         self._cpu: dict[int, float] = {}  # latest cumulative CPU seconds per live server
         self._cpu_replaced = 0.0  # what servers that died had used
 
@@ -229,11 +244,12 @@ class Sandbox:
         config = self._config()
         command = (_bwrap_command(slot, config) if self.isolation == "bwrap"
                    else _plain_command(slot, config, unshare=self.isolation == "unshare"))
-        server = _Server(command)
+        server = self._spawner.submit(_Server, command).result()
         self._started.append(server)
         return server
 
     def __enter__(self) -> "Sandbox":
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="sandbox-spawner")
         for slot in range(self.workers):
             self._idle.put((slot, self._start(slot)))
         return self
@@ -242,6 +258,9 @@ class Sandbox:
         for server in self._started:
             server.close()
         self._started.clear()
+        if self._spawner is not None:
+            self._spawner.shutdown()
+            self._spawner = None
 
     def run(self, job: Job, timeout: float | None = None) -> Result:
         """Run one job on a free worker (thread-safe); a dead server fails only this job and is replaced."""
@@ -254,7 +273,7 @@ class Sandbox:
                                 "timeout": timeout}, timeout + 30.0)
             self._cpu[slot] = float(reply.get("cpu_seconds", 0.0))
             return Result(bool(reply["passed"]), str(reply["reason"]))
-        except (RuntimeError, OSError) as error:
+        except RuntimeError as error:
             self._cpu_replaced += self._cpu.pop(slot, 0.0)
             server.close()
             server = self._start(slot)

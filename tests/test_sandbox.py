@@ -198,7 +198,7 @@ def test_hash_collisions_during_the_harness_lookups_do_not_help(box):
     test = "import math\ndef check(candidate):\n    assert math.isclose(candidate(5), 10)\n"
     patched = check(box, COLLIDER + WRONG, test)
     assert not patched.passed and patched.reason.startswith("tampered with the harness"), patched
-    assert not check(box, FINISH_ON_LOOKUP + WRONG).passed
+    assert check(box, FINISH_ON_LOOKUP + RIGHT) == (False, "tampered with the harness: it raised the sandbox's events")
 
 
 @pytest.mark.parametrize("program, blocked", [
@@ -249,6 +249,17 @@ def test_hostile_jobs_do_not_change_the_verdicts_of_others(box):
     jobs = [Job(RIGHT if n % 2 else hostile[n // 2 % 3] + RIGHT, TEST, "double") for n in range(12)]
     results = box.run_many(jobs)
     assert [r.passed for r in results] == [bool(n % 2) for n in range(12)]
+
+
+def test_a_dead_server_fails_one_job_and_its_replacement_lasts():
+    with Sandbox(workers=1, limits=Limits(timeout=1.0)) as fresh:
+        server = fresh._started[0].process
+        server.stdin.write(b"\x00\x00\x00\x01!")  # not JSON: the server stops, as if a program had killed it
+        server.stdin.flush()
+        died = fresh.run_many([Job(RIGHT, TEST, "double")])
+        assert not died[0].passed and "server died" in died[0].reason
+        for _ in range(2):  # the replacement outlives the worker thread that asked for it
+            assert all(result.passed for result in fresh.run_many([Job(RIGHT, TEST, "double")] * 2))
 
 
 def test_stdlib_that_inspects_frames_still_works(box):
