@@ -53,48 +53,50 @@ def _limit(limits: dict, timeout: float) -> None:
 
 
 def _child(job: dict, fds: tuple[int, int, int], uid: int | None, workdir: str, config: dict) -> None:
-    """Set up and run one program in the forked child; never returns."""
+    """Set up and run one program in the forked child; never returns (whatever the program rebinds: what the
+    error handling needs is bound here first, and the outer finally always exits)."""
     write, exit_ = os.write, os._exit
+    tampered, system_exit, base_exception = sandbox_guard.Tampered, SystemExit, BaseException
     reason = "tampered with the harness: it raised the sandbox's events"  # the finish returns only if poisoned
     try:
-        os.setsid()
-        devnull = os.open(os.devnull, os.O_RDWR)
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (devnull, devnull) + fds]  # no clobbering below
-        for target, source in enumerate(high):
-            os.dup2(source, target)
-        os.closerange(5, 1 << 16)
-        _limit(config["limits"], job["timeout"])
-        if uid is not None:
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-        os.chdir(workdir)
-        os.umask(0o077)
-        os.environ.clear()
-        os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"})
-        sys.argv = ["program.py"]
-        # dont_inherit: not this file's `from __future__ import annotations`
-        program_code = compile(job["program"], "program.py", "exec", dont_inherit=True)
-        test_code = compile(job.get("test") or "", "test.py", "exec", dont_inherit=True)
-        nonce = b""
-        while chunk := os.read(3, 256):
-            nonce += chunk
-        os.close(3)
-        sandbox_guard.disable_signal_handlers_and_threads()
-        sandbox_guard.install_guard(nonce, 4, config["native_dir"], config["private_proc"])
-        del nonce
-        sandbox_guard.run_untrusted(program_code, test_code, job.get("entry_point"))
-    except SystemExit as error:
-        reason = f"exited early: SystemExit({error.code!r})"
-    except sandbox_guard.Tampered as error:
-        reason = f"tampered with the harness: {error}"
-    except BaseException as error:  # noqa: BLE001 - any failure of the program is a verdict
         try:
-            message = str(error).splitlines()[0][:200] if str(error) else ""
-            reason = f"failed: {type(error).__name__}" + (f": {message}" if message else "")
-        except BaseException:  # noqa: BLE001
-            reason = "failed: an exception that cannot be printed"
-    try:
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDWR)
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (devnull, devnull) + fds]  # no clobbering below
+            for target, source in enumerate(high):
+                os.dup2(source, target)
+            os.closerange(5, 1 << 16)
+            _limit(config["limits"], job["timeout"])
+            if uid is not None:
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+            os.chdir(workdir)
+            os.umask(0o077)
+            os.environ.clear()
+            os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"})
+            sys.argv = ["program.py"]
+            # dont_inherit: not this file's `from __future__ import annotations`
+            program_code = compile(job["program"], "program.py", "exec", dont_inherit=True)
+            test_code = compile(job.get("test") or "", "test.py", "exec", dont_inherit=True)
+            nonce = b""
+            while chunk := os.read(3, 256):
+                nonce += chunk
+            os.close(3)
+            sandbox_guard.disable_signal_handlers_and_threads()
+            sandbox_guard.install_guard(nonce, 4, config["native_dir"], config["private_proc"])
+            del nonce
+            sandbox_guard.run_untrusted(program_code, test_code, job.get("entry_point"))
+        except system_exit as error:
+            reason = f"exited early: SystemExit({error.code!r})"
+        except tampered as error:
+            reason = f"tampered with the harness: {error}"
+        except base_exception as error:  # noqa: BLE001 - any failure of the program is a verdict
+            try:
+                message = str(error).splitlines()[0][:200] if str(error) else ""
+                reason = f"failed: {type(error).__name__}" + (f": {message}" if message else "")
+            except base_exception:  # noqa: BLE001
+                reason = "failed: an exception that cannot be printed"
         write(2, f"\n{REASON_PREFIX}{reason}\n".encode())
     finally:
         exit_(1)

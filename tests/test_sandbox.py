@@ -242,6 +242,11 @@ def test_cheat_inside_the_candidate_during_the_check_fails(box):
 def test_patched_builtins_is_reported_as_tampering(box):
     result = check(box, "import builtins\nbuiltins.len = lambda x: 0\n" + RIGHT)
     assert result == (False, "tampered with the harness: changed builtins.len")
+    # ... even when the names the child's own error handling uses are rebound too
+    program = ("import builtins, sys\nsys.modules['sandbox_guard'].Tampered = 5\nbuiltins.BaseException = 5\n"
+               "builtins.SystemExit = 5\n" + RIGHT)
+    assert check(box, program) == (False, "tampered with the harness: changed builtins.BaseException")
+    assert check(box, RIGHT).passed
 
 
 def test_hostile_jobs_do_not_change_the_verdicts_of_others(box):
