@@ -50,7 +50,7 @@ def _check_problem(problem: dict, where: str) -> dict:
     return problem
 
 
-def load_problems(source: str | Path | None = None) -> dict[str, dict]:
+def load_problems(source: str | Path) -> dict[str, dict]:
     """Problems by task_id, in file order, from a local ``HumanEval.jsonl(.gz)`` or, for online users,
     ``source="openai_humaneval"`` (the Hugging Face dataset, via `datasets`; it downloads)."""
     if source is None:
@@ -68,7 +68,8 @@ def load_problems(source: str | Path | None = None) -> dict[str, dict]:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rt", encoding="utf-8") as lines:
             rows = [json.loads(line) for line in lines if line.strip()]
-    problems = {row["task_id"]: _check_problem(dict(row), f"{source} row {n}") for n, row in enumerate(rows)}
+    checked = [_check_problem(dict(row), f"{source} row {n}") for n, row in enumerate(rows)]
+    problems = {problem["task_id"]: problem for problem in checked}
     if not problems:
         raise ValueError(f"{source} holds no problems")
     return problems

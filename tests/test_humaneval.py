@@ -48,6 +48,9 @@ def test_load_problems_rejects_missing_files_and_fields(tmp_path):
     broken.write_text(json.dumps({"task_id": "X/0", "prompt": "def f():\n"}) + "\n")
     with pytest.raises(ValueError, match="entry_point"):
         load_problems(broken)
+    broken.write_text(json.dumps({"prompt": "def f():\n", "test": "", "entry_point": "f"}) + "\n")
+    with pytest.raises(ValueError, match="task_id"):
+        load_problems(broken)
 
 
 def test_prompt_is_the_raw_prompt():
