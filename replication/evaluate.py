@@ -50,7 +50,7 @@ def _scores(run: Run, out: Path, study: Study) -> dict:
             data = TextDataModule(**{k: v for k, v in loaded.data["init_args"].items() if not k.startswith("_")})
             shards = TokenShards(data.split_path("val"))
             n = min(len(shards), study.evaluation.icl_documents)
-            rows = torch.stack([torch.as_tensor(shards.row(i), dtype=torch.int64) for i in range(n)])
+            rows = torch.stack([torch.tensor(shards.row(i), dtype=torch.int64) for i in range(n)])
         scores["icl_score"] = icl.icl_summary(icl.token_losses(model, rows), early, late)["icl_score"]
     path.write_text(json.dumps({"settings": settings, "scores": scores}, indent=2))
     return scores
