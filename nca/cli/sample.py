@@ -116,6 +116,7 @@ def complete_text(model, tokenizer, prompt: str, cfg, n: int, seed: int, out: Op
         print(f"--- sample {j} ({len(c.tokens)} tokens, {c.finish}) ---")
         print(prompt + c.text)
     if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
         with open(out, "x", encoding="utf-8") as f:  # "x": never overwrite
             for j, c in enumerate(completions):
                 f.write(json.dumps({"prompt": prompt, "sample": j, "seed": seed, "text": c.text, "tokens": c.tokens,
@@ -194,6 +195,7 @@ def continue_trajectory(loaded, cfg, n: int, seed: int, context_frames: int, fra
     picture[invalid] = nca.n_states
     labels = ["true"] + [f"sample {j}" for j in range(n)]
     title = f"val #{index}, {context_frames} given, T={cfg.temperature:g}"
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     labelled_strip(picture, states, title, labels, first_frame=context_frames).save(out)
     _print_accuracy(accuracy, context_frames, tok.patches_per_frame)
     if invalid.any():
