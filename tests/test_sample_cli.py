@@ -97,7 +97,7 @@ def test_text_model_needs_a_prompt_and_a_known_tokenizer(text_ckpt, tmp_path, ca
 
 
 def test_nca_model_draws_predicted_frames_beside_the_true_ones(nca_ckpt, tmp_path, capsys):
-    out = tmp_path / "frames.png"
+    out = tmp_path / "new" / "frames.png"  # a folder that does not exist yet
     args = ["sample", "--ckpt", str(nca_ckpt), "--n", "2", "--context_frames", "3", "--frames", "4", "--index", "1"]
     assert main([*args, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
