@@ -99,33 +99,3 @@ class PositionedLoader(DataLoader):
         if self._position is not None:
             self.dataset.start = self._position()
         return super().__iter__()
-
-
-class ResumableStreamMixin:
-    """For a LightningDataModule with ``batch_size``: its training stream position travels in checkpoints.
-
-    The position is the number of training batches this rank has consumed: Lightning's own loop counter
-    (restored with the loop on resume), or the value loaded from a checkpoint if that is larger.
-    """
-
-    _start_batch: int = 0
-
-    def train_position(self) -> int:
-        trainer = getattr(self, "trainer", None)
-        done = trainer.fit_loop.epoch_loop.batch_progress.total.processed if trainer is not None else 0
-        return max(self._start_batch, done)
-
-    def rank_and_world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"train_batches": self.train_position(), "batch_size": self.batch_size}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("batch_size", self.batch_size) != self.batch_size:
-            raise ValueError(
-                f"the checkpoint's data stream used batch_size {state['batch_size']}, this run {self.batch_size}: "
-                "resuming needs the same batch size (or start a new run with init_from instead)"
-            )
-        self._start_batch = int(state.get("train_batches", 0))

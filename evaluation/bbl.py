@@ -24,7 +24,7 @@ import torch
 
 from datamodules.bbl import ENGLISH_TASKS, BBLExample, load_tasks, split_tasks
 from evaluation.passk import mean_pass_at_k, powers_of_two
-from evaluation.problems import Problem
+from evaluation.problems import Problem, verdicts_by_problem
 
 EXEMPLARS = 2
 
@@ -96,11 +96,7 @@ class BBLTask:
         return out
 
     def summarize(self, problems: list[Problem], scored: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
-        verdicts: dict[str, list[bool]] = {p.id: [] for p in problems}
-        for (pid, _), record in scored.items():
-            if pid in verdicts:
-                verdicts[pid].append(bool(record["verdict"]))
-        n = min((len(v) for v in verdicts.values()), default=0)
+        verdicts, n = verdicts_by_problem(problems, scored)
         by_task: dict[str, list[Problem]] = {}
         for p in problems:
             by_task.setdefault(p.data["task"], []).append(p)

@@ -13,7 +13,7 @@ from typing import Any
 
 from evaluation import humaneval
 from evaluation.passk import mean_pass_at_k, powers_of_two
-from evaluation.problems import Problem
+from evaluation.problems import Problem, verdicts_by_problem
 
 
 class HumanEvalTask:
@@ -44,11 +44,7 @@ class HumanEvalTask:
         return [{"extracted": text, "verdict": bool(v.passed), "reason": v.reason} for text, v in zip(programs, verdicts)]
 
     def summarize(self, problems: list[Problem], scored: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
-        verdicts: dict[str, list[bool]] = {p.id: [] for p in problems}
-        for (pid, _), record in scored.items():
-            if pid in verdicts:
-                verdicts[pid].append(bool(record["verdict"]))
-        n = min((len(v) for v in verdicts.values()), default=0)
+        verdicts, n = verdicts_by_problem(problems, scored)
         counts = [(len(v), sum(v)) for v in verdicts.values() if v]
         metrics = {f"pass@{k}": v for k, v in mean_pass_at_k(counts, powers_of_two(n)).items()}
         return {"metrics": metrics, "headline": "pass@1"}

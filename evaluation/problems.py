@@ -29,3 +29,13 @@ def prompt_ids(problem: Problem, tokenizer, max_len: int | None = None) -> list[
         pieces.pop(0)
     ids = [t for n, piece in enumerate(pieces) for t in ([tokenizer.eot_id] if n else []) + piece]
     return ids[-max_len:] if max_len is not None and len(ids) > max_len else ids
+
+
+def verdicts_by_problem(problems: list[Problem], scored: dict) -> tuple[dict[str, list[bool]], int]:
+    """Each problem's verdicts from the score log (keyed (problem id, sample index)), and the fewest samples any
+    problem has: the largest k every problem can estimate."""
+    verdicts: dict[str, list[bool]] = {p.id: [] for p in problems}
+    for (pid, _), record in scored.items():
+        if pid in verdicts:
+            verdicts[pid].append(bool(record["verdict"]))
+    return verdicts, min((len(v) for v in verdicts.values()), default=0)
