@@ -235,3 +235,22 @@ def test_smoke_preset_interrupted_resumed_idempotent_and_refusing_changes(tmp_pa
     log = proc.communicate(timeout=300)[0]
     assert proc.returncode == 2 and "other settings" in log and "--model.lr: '0.003' -> '0.01'" in log
     assert snapshot(out) == before
+
+
+def test_band_transfer_section_when_several_bands_ran(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from replication.results import band_transfer_section
+
+    study = small_study(arms=["scratch", "nca"])
+    runs = [r for r in plan(study, "v") if r.stage == 2]
+    for run in runs:  # made-up validation curves: the bands help a little
+        bonus = {"scratch": 0.0, "nca-50plus": 1.0, "nca-30-40": 0.5}[run.source]
+        with SummaryWriter(str(run.directory(tmp_path) / "version_0")) as writer:
+            for step, value in ((10, 30.0), (20, 20.0), (30, 15.0)):
+                writer.add_scalar("val/ppl", value - bonus - 0.1 * run.seed, step)
+    lines = band_transfer_section(study, runs, tmp_path)
+    assert lines[0] == "## Band transfer" and (tmp_path / "band-transfer.png").stat().st_size > 0
+    rows = [line for line in lines if line.startswith("| owt |")]
+    assert len(rows) == 2 and any("| 50+ |" in row for row in rows) and any("| 30-40 |" in row for row in rows)
+    assert band_transfer_section(small_study(arms=["scratch", "nca"], bands=["50plus"]), runs, tmp_path) == []
