@@ -11,44 +11,15 @@ import yaml
 
 from nca.cli import main
 from nca.cli.train import NCACLI, free_name
-if __package__:  # tests/ is a package
-    from .test_causal_lm import TINY, PatternDataModule, RecordLosses
-else:  # tests/ is on sys.path (pytest's rootdir-less layout)
-    from test_causal_lm import TINY, PatternDataModule, RecordLosses
+from tests.conftest import RecordLosses, toy_config, write
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-PATTERN = f"{PatternDataModule.__module__}.{PatternDataModule.__name__}"  # importable the way pytest imported it
 
 
 @pytest.fixture(autouse=True)
 def _plain_argv(monkeypatch):
     monkeypatch.setattr("sys.argv", ["nca"])  # the CLI gets its arguments from the test, not from pytest
-
-
-def write(path: Path, cfg: dict) -> str:
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
-
-
-def toy_config(tmp_path: Path, **extra) -> str:
-    """A complete fit config on the toy DataModule, logging and checkpointing under tmp_path."""
-    cfg = {
-        "seed_everything": 0,
-        "trainer": {
-            "accelerator": "cpu", "devices": 1, "precision": "32-true", "max_steps": 4,
-            "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
-            "log_every_n_steps": 1, "limit_val_batches": 1,
-            "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                       "init_args": {"save_dir": str(tmp_path / "runs"), "name": "toy"}},
-        },
-        "checkpoint": {"every_n_train_steps": 2},
-        "model": {"config": dict(TINY), "lr": 3e-3, "warmup_steps": 1},
-        "data": {"class_path": PATTERN, "init_args": {"train_batches": 8}},
-    }
-    for key, value in extra.items():
-        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
-    return write(tmp_path / "toy.yaml", cfg)
 
 
 def parse_only(*args: str) -> NCACLI:
@@ -146,7 +117,7 @@ def test_fit_logs_saves_config_and_resumes_without_overwriting(tmp_path, capsys)
     assert sorted(p.name for p in ckpts.glob("*.ckpt")) == ["epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt",
                                                            "last.ckpt"]
     saved = (run / "version_0" / "config.yaml").read_text()
-    assert "test_causal_lm.PatternDataModule" in saved
+    assert "conftest.PatternDataModule" in saved
     assert list((run / "version_0").glob("events.out.tfevents.*"))
 
     # a second fresh run would mix with the first one's checkpoints: refused, nothing touched

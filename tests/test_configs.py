@@ -8,24 +8,17 @@ replication tests parse with ``nca replicate``'s own parser.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
-import functools
 import importlib
 import inspect
-import io
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from lit_modules.callbacks import FreezeParameters, ReinitializeParameters
 from lit_modules.causal_lm import CausalLM
-from tests.conftest import write_bpe
+from tests.conftest import parse, ROOT, write_bpe
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
 
@@ -51,36 +44,6 @@ COMBOS = (
     + [[s, "configs/cpu/stage3.yaml"] for s in STAGE3]
     + [["configs/stage1.yaml", "configs/analysis/induction_probe.yaml"]]
 )
-
-
-def _class_paths(node) -> list[str]:
-    if isinstance(node, dict):
-        found = [node["class_path"]] if isinstance(node.get("class_path"), str) else []
-        return found + [c for v in node.values() for c in _class_paths(v)]
-    if isinstance(node, list):
-        return [c for v in node for c in _class_paths(v)]
-    return []
-
-
-def parse(*config_files: str) -> dict:
-    """The resolved config of ``python -m nca fit --config ... --print_config``, in process."""
-    return copy.deepcopy(_parse(config_files))
-
-
-@functools.lru_cache(maxsize=None)  # each composition is parsed once, however many tests read it
-def _parse(config_files: tuple[str, ...]) -> dict:
-    from nca.cli.train import NCACLI
-
-    args = ["fit"] + [a for name in config_files for a in ("--config", str(ROOT / name))] + ["--print_config"]
-    out = io.StringIO()
-    argv, sys.argv = sys.argv, ["nca"]  # LightningCLI warns when pytest's own argv is present too
-    try:
-        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_:
-            NCACLI(args=args)
-    finally:
-        sys.argv = argv
-    assert exit_.value.code in (0, None), f"{config_files} failed to parse"
-    return yaml.safe_load(out.getvalue())
 
 
 def instantiate(node: dict, **overrides):

@@ -12,13 +12,8 @@ from lightning.pytorch import LightningDataModule
 
 from nca.cli import main
 from nca.cli.errors import raised_on_purpose, user_error
+from tests.conftest import TINY, toy_config
 
-if __package__:
-    from .test_causal_lm import TINY
-    from .test_cli import toy_config, write
-else:
-    from test_causal_lm import TINY
-    from test_cli import toy_config, write
 
 
 @pytest.fixture(autouse=True)

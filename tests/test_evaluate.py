@@ -15,7 +15,7 @@ from evaluation.gsm8k import GSM8KTask, extract_flexible, extract_last_word, ext
 from evaluation.problems import Problem
 from evaluation.records import SampleLog, SettingsMismatch, check_settings
 from nca.cli.evaluate import main as evaluate
-from tests.test_stage3_data import write_bbl, write_gsm8k, write_tokenizer
+from tests.conftest import write_bbl, write_gsm8k, write_tokenizer
 
 
 # ------------------------------------------------------------------------------------------ extraction

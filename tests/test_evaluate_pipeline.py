@@ -10,8 +10,7 @@ import torch
 
 pytest.importorskip("lit_modules.sampling")
 from nca.cli.evaluate import main as evaluate  # noqa: E402
-from tests.test_pipeline import CONFIGS, TINY_RUN, gpt_weights, run_cli  # noqa: E402
-from tests.test_stage3_data import write_bbl, write_gsm8k, write_tokenizer  # noqa: E402
+from tests.conftest import CONFIGS, gpt_weights, run_cli, TINY_RUN, write_bbl, write_gsm8k, write_tokenizer
 
 pytestmark = pytest.mark.slow
 

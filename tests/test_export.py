@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import lightning as L
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
@@ -12,61 +11,13 @@ from litgpt.config import Config
 from litgpt.model import GPT
 from litgpt.tokenizer import Tokenizer
 
-from datamodules.tokenizers import _byte_decoder, load_tokenizer
-from lit_modules.causal_lm import CausalLM
+from datamodules.tokenizers import load_tokenizer
 from lit_modules.checkpoint import load_model
 from lit_modules.export import export_checkpoint
 from nca.cli import main as nca_main
+from tests.conftest import make_lightning_ckpt
 
-# Merges of a tiny GPT-2-style byte-level BPE, each forming a token in exactly one way.
-MERGES = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a", "e r", "Ġ c", "e l", "Ġc el", "l l", "o r", "Ġ w", "Ġw or", "l d",
-          "Ġwor ld"]
 TEXT = "Hello the world: the cell in a cellar, 42 times!\nwell..."
-TINY = dict(block_size=32, n_layer=2, n_embd=32, n_head=4, n_query_groups=2, head_size=8, intermediate_size=48,
-            rope_base=500, norm_eps=1e-6)
-
-
-def write_bpe_files(directory) -> int:
-    """encoder.json + vocab.bpe of a 272-id byte-level BPE (256 bytes, the merges, <|endoftext|>)."""
-    byte_to_char = {b: c for c, b in _byte_decoder().items()}
-    vocab = {byte_to_char[b]: i for i, b in enumerate(sorted(byte_to_char, key=lambda b: ord(byte_to_char[b])))}
-    for pair in MERGES:
-        vocab["".join(pair.split())] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "encoder.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (directory / "vocab.bpe").write_text("#version: 0.2\n" + "\n".join(MERGES) + "\n", encoding="utf-8")
-    return len(vocab)
-
-
-class TinyText(L.LightningDataModule):
-    """Random token rows; records its tokenizer like TextDataModule, so the checkpoint names it."""
-
-    def __init__(self, tokenizer: str, vocab_size: int):
-        super().__init__()
-        self.save_hyperparameters()
-        self.vocab_size = vocab_size
-
-    def train_dataloader(self):
-        rows = torch.randint(0, self.vocab_size, (4, 17), generator=torch.Generator().manual_seed(0))
-        return torch.utils.data.DataLoader([{"input_ids": r[:-1], "labels": r[1:]} for r in rows], batch_size=2)
-
-
-def make_lightning_ckpt(tmp_path, tokenizer: str | None = None):
-    """A real Lightning checkpoint of CausalLM after one step, every tensor (norms included) randomised."""
-    tok_dir = tmp_path / "bpe"
-    vocab = write_bpe_files(tok_dir)
-    torch.manual_seed(0)
-    module = CausalLM(config=TINY, vocab_size=vocab, warmup_steps=1)
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
-    trainer.fit(module, datamodule=TinyText(tokenizer or str(tok_dir), vocab))
-    with torch.no_grad():
-        for p in module.model.parameters():
-            p.copy_(torch.randn_like(p) * 0.5 + (1.0 if p.ndim == 1 else 0.0))
-    path = tmp_path / "stage2.ckpt"
-    trainer.save_checkpoint(path)
-    return path, tok_dir
 
 
 def make_sharded_dir(ckpt, directory):

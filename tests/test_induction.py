@@ -25,6 +25,7 @@ from analysis.induction import (
 )
 from nca.automaton.config import NCAConfig
 from nca.cli import main as nca_main
+from tests.conftest import write_bpe
 
 
 def tiny_config(vocab=32, n_head=2, n_query_groups=None, n_embd=32, layers=2, block=64, **extra):
@@ -287,14 +288,7 @@ def test_cli_writes_heatmaps_curves_and_json_and_refuses_to_overwrite(tmp_path, 
 
 
 def test_cli_text_checkpoint_gives_icl_score(tmp_path):
-    from datamodules.tokenizers import _byte_decoder
-
-    tok = tmp_path / "tok"
-    tok.mkdir()
-    encoder = {c: i for i, c in enumerate(_byte_decoder())}
-    encoder["<|endoftext|>"] = 256
-    (tok / "encoder.json").write_text(json.dumps(encoder))
-    (tok / "vocab.bpe").write_text("#version: 0.2\n")
+    tok = write_bpe(tmp_path / "tok", [])  # byte-level: 256 bytes + <|endoftext|>
     corpus = tmp_path / "docs.jsonl"
     rng = np.random.default_rng(0)
     letters = list("abcdefghijklmnopqrstuvwxyz0123456789")  # byte ids: enough candidates for an 8-token block

@@ -14,7 +14,7 @@ from datamodules.tokenizers import load_tokenizer
 from evaluation import lm_eval_adapter
 from evaluation.lm_eval_adapter import NCALM
 from lit_modules.checkpoint import load_model
-from tests.test_export import make_lightning_ckpt
+from tests.conftest import make_lightning_ckpt
 
 
 @pytest.fixture(scope="module")

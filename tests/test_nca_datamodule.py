@@ -1,4 +1,3 @@
-import lightning as L
 import pytest
 import torch
 

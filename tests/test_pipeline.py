@@ -4,47 +4,17 @@ an ablation on top, and a resume of stage 2 that must not transfer (or re-initia
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Callback
 
 cli_module = pytest.importorskip("nca.cli.train")
 if not hasattr(cli_module, "NCACLI"):
     pytest.skip("nca.cli has no LightningCLI (NCACLI) yet", allow_module_level=True)
-from datamodules.tokenizers import _byte_decoder  # noqa: E402
-from nca.cli.train import TRAINER_DEFAULTS, NCACLI  # noqa: E402
+from nca.cli.errors import UsageError  # noqa: E402
+from tests.conftest import CONFIGS, StopAtStep, gpt_weights, run_cli, TINY_RUN, write_bpe
 
 pytestmark = pytest.mark.slow
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-TINY_RUN = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true",
-            "--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "0",
-            "--trainer.num_sanity_val_steps", "0", "--trainer.log_every_n_steps", "1"]
-
-
-class StartProbe(Callback):
-    """The GPT's weights when training starts: after init_from and after any ablation callback."""
-
-    def __init__(self):
-        self.start: dict[str, torch.Tensor] = {}
-
-    def on_train_start(self, trainer, pl_module):
-        self.start = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
-
-
-def run_cli(args: list[str], monkeypatch) -> tuple[NCACLI, StartProbe]:
-    probe = StartProbe()
-    monkeypatch.setattr(sys, "argv", ["nca"])
-    cli = NCACLI(args=["fit", *args], trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [probe]})
-    return cli, probe
-
-
-def gpt_weights(checkpoint) -> dict[str, torch.Tensor]:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +43,7 @@ def corpus(stage1):
         for i in range(300):
             picks = torch.randint(len(words), (int(torch.randint(5, 40, (1,), generator=gen)),), generator=gen)
             f.write(json.dumps({"text": f"doc {i}: " + " ".join(words[j] for j in picks)}) + "\n")
-    tokenizer = root / "tokenizer"
-    tokenizer.mkdir()
-    encoder = {c: i for i, c in enumerate(_byte_decoder())}
-    encoder["<|endoftext|>"] = 256
-    (tokenizer / "encoder.json").write_text(json.dumps(encoder))
-    (tokenizer / "vocab.bpe").write_text("#version: 0.2\n")
+    tokenizer = write_bpe(root / "tokenizer", [])  # byte-level: 256 bytes + <|endoftext|>
     return root / "corpus.jsonl", tokenizer
 
 
@@ -104,7 +69,7 @@ def test_stage2_starts_from_stage1_blocks_and_resumes_without_transferring_again
     source = gpt_weights(stage1_checkpoint)
     args = stage2_args(root, stage1_checkpoint, corpus)
 
-    cli, probe = run_cli([*args, "--trainer.max_steps", "2"], monkeypatch)
+    cli, probe = run_cli([*args, "--trainer.max_steps", "4"], monkeypatch, callbacks=(StopAtStep(2),))
     assert cli.trainer.global_step == 2
     for name, value in probe.start.items():
         if name in EMBEDDINGS:  # re-created: another vocabulary (NCA 10,048 rows -> bytes 320 rows)
@@ -121,7 +86,7 @@ def test_stage2_starts_from_stage1_blocks_and_resumes_without_transferring_again
     assert all(torch.equal(value, trained[name]) for name, value in probe.start.items())
 
     # Without --ckpt_path the CLI refuses to start over the existing run's checkpoints.
-    with pytest.raises(FileExistsError, match="--ckpt_path last"):
+    with pytest.raises(UsageError, match="--ckpt_path last"):
         run_cli([*args, "--trainer.max_steps", "4"], monkeypatch)
 
 

@@ -20,13 +20,8 @@ from lit_modules.causal_lm import CausalLM
 from lit_modules.guards import NonFiniteGuard, TrainingDiverged
 from lit_modules.progress import ProgressLine, QuietModelSummary, StepProgressBar, use_quiet_console
 from nca.cli import main
+from tests.conftest import PatternDataModule, TINY, toy_config, trainer
 
-if __package__:
-    from .test_causal_lm import TINY, PatternDataModule, trainer
-    from .test_cli import toy_config
-else:
-    from test_causal_lm import TINY, PatternDataModule, trainer
-    from test_cli import toy_config
 
 
 @pytest.fixture(autouse=True)

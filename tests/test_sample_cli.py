@@ -15,6 +15,7 @@ from nca.automaton.config import NCAConfig
 from nca.cli import main
 from nca.cli.sample import decode_frames, nca_settings
 from nca.automaton.tokenize import PatchTokenizer
+from tests.conftest import write_bpe
 
 TINY = dict(n_layer=1, n_embd=32, n_head=4, block_size=64)
 AUTOMATON = NCAConfig(n_states=2, grid=4, patch=2)  # 4 patches of 16 ids: 6-token frames, 18 ids
@@ -54,12 +55,7 @@ class ToyText(L.LightningDataModule):
 @pytest.fixture(scope="module")
 def text_ckpt(tmp_path_factory):
     root = tmp_path_factory.mktemp("stage2")
-    tokenizer = root / "tokenizer"
-    tokenizer.mkdir()
-    encoder = {c: i for i, c in enumerate(_byte_decoder())}
-    encoder["<|endoftext|>"] = 256
-    (tokenizer / "encoder.json").write_text(json.dumps(encoder))
-    (tokenizer / "vocab.bpe").write_text("#version: 0.2\n")
+    tokenizer = write_bpe(root / "tokenizer", [])  # byte-level: 256 bytes + <|endoftext|>
     fit_and_save(ToyText(str(tokenizer)), 257, root / "text.ckpt")
     return root / "text.ckpt", tokenizer
 

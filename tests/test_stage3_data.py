@@ -6,9 +6,7 @@ a tiny BBL task tree), written into the test's own tmp_path.
 
 from __future__ import annotations
 
-import json
 import tarfile
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,60 +14,10 @@ import torch
 from datamodules.bbl import BBLDataModule, load_tasks, split_tasks
 from datamodules.gsm8k import GSM8KDataModule, load_split, parse_example
 from datamodules.prompts import fit_row, pack_row
-from datamodules.tokenizers import _byte_decoder, load_tokenizer
+from datamodules.tokenizers import load_tokenizer
+from tests.conftest import gsm8k_record, parse, write_bbl, write_gsm8k, write_tokenizer
 
 IGNORE = -100
-
-
-# ------------------------------------------------------------------------------------------- data makers
-def write_tokenizer(directory: Path) -> Path:
-    """A byte-level GPT-2-style tokenizer (256 byte ids + end-of-text 256, no merges)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    encoder = {c: i for i, c in enumerate(_byte_decoder())}
-    encoder["<|endoftext|>"] = 256
-    (directory / "encoder.json").write_text(json.dumps(encoder))
-    (directory / "vocab.bpe").write_text("#version: 0.2\n")
-    return directory
-
-
-def gsm8k_record(i: int) -> dict:
-    a, b = i + 2, 3 * i + 1
-    return {"question": f"Tom has {a} apples and buys {b}. How many?",
-            "answer": f"He has {a}+{b} = <<{a}+{b}={a + b}>>{a + b} apples.\n#### {a + b:,}"}
-
-
-def write_gsm8k(directory: Path, train: int = 40, test: int = 6) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("train", range(train)), ("test", range(1000, 1000 + test))):
-        with open(directory / f"{name}.jsonl", "w") as f:
-            f.writelines(json.dumps(gsm8k_record(i)) + "\n" for i in rows)
-    return directory
-
-
-def write_task(path: Path, examples: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"name": path.parent.name, "examples": examples}))
-
-
-def write_bbl(directory: Path, per_task: int = 40, reverse: bool = False) -> Path:
-    """logical_deduction (3- and 5-way subtasks), winowhy (2-way, twice as many examples), operators
-    (free-form) and a non-English task; ``reverse`` writes every file's examples in the opposite order."""
-    order = (lambda xs: xs[::-1]) if reverse else (lambda xs: xs)
-
-    def mc(i: int, ways: int) -> dict:
-        return {"input": f"Puzzle {i} with {ways} options.",
-                "target_scores": {f"option {j}": int(j == i % ways) for j in range(ways)}}
-
-    write_task(directory / "logical_deduction" / "task.json", [])  # metadata only, as in BIG-bench
-    write_task(directory / "logical_deduction" / "three" / "task.json", order([mc(i, 3) for i in range(per_task // 2)]))
-    write_task(directory / "logical_deduction" / "five" / "task.json",
-               order([mc(i, 5) for i in range(per_task // 2, per_task)]))
-    write_task(directory / "winowhy" / "task.json", order([mc(i, 2) for i in range(2 * per_task)]))
-    write_task(directory / "operators" / "task.json",
-               order([{"input": f"{i} op 2 =", "target": [str(i + 2), f"{i + 2}.0"]} for i in range(per_task)]))
-    write_task(directory / "language_identification" / "task.json",
-               [{"input": f"Bonjour {i}", "target_scores": {"French": 1, "German": 0}} for i in range(per_task)])
-    return directory
 
 
 def supervised_text(tokenizer, row: dict[str, torch.Tensor]) -> str:
@@ -235,8 +183,7 @@ def test_bbl_unknown_task_and_missing_source_fail_at_once(tmp_path):
 # -------------------------------------------------------------------------------------------- recipes
 @pytest.mark.parametrize("recipe", ["gsm8k", "bbl"])
 def test_stage3_recipes_parse_and_match_the_paper(recipe):
-    from tests.test_configs import parse
-
+    
     paper = {"gsm8k": dict(lr=1e-5, rows=512, steps=139), "bbl": dict(lr=5e-6, rows=64, steps=62)}
     config = parse(f"configs/stage3/{recipe}.yaml")
     model, trainer, data = config["model"], config["trainer"], config["data"]["init_args"]

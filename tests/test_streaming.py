@@ -14,7 +14,7 @@ from datamodules.shards import ShardWriter
 from datamodules.streaming import ShardRows
 from datamodules.text import TextDataModule
 from nca.automaton.config import NCAConfig
-from tests.test_text import documents, tok_dir, write_jsonl  # noqa: F401 (tok_dir is a fixture)
+from tests.conftest import documents, write_jsonl
 
 MAKERS = {
     "dyck": lambda: DyckDataModule(seq_len=8, batch_size=2, num_workers=0, seed=3),

@@ -7,39 +7,13 @@ import pickle
 import sys
 import types
 
-import numpy as np
 import pytest
 import torch
 
 import datamodules.text as text
 from datamodules.shards import TokenShards
 from datamodules.text import TextDataModule, document_position, is_hf_name, is_validation, read_documents
-from datamodules.tokenizers import _byte_decoder
-
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
-
-
-@pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory):
-    """A byte-level tokenizer (256 byte ids + <|endoftext|> = 256), no merges: made here, no shared data."""
-    d = tmp_path_factory.mktemp("tok")
-    encoder = {c: i for i, c in enumerate(_byte_decoder())}
-    encoder["<|endoftext|>"] = 256
-    (d / "encoder.json").write_text(json.dumps(encoder))
-    (d / "vocab.bpe").write_text("#version: 0.2\n")
-    return str(d)
-
-
-def documents(n, seed=0):
-    rng = np.random.default_rng(seed)
-    return [f"doc {i}: " + " ".join(rng.choice(WORDS, size=int(rng.integers(3, 30)))) for i in range(n)]
-
-
-def write_jsonl(path, docs, field="text", opener=open):
-    with opener(path, "wt", encoding="utf-8") as f:
-        for d in docs:
-            f.write(json.dumps({field: d, "meta": 1}) + "\n")
-    return path
+from tests.conftest import documents, write_jsonl
 
 
 def stream(tok, docs):
