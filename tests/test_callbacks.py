@@ -108,9 +108,10 @@ def test_init_scheme_is_litgpts_pretraining_init():
 
     from litgpt.pretrain import initialize_weights
 
-    causal_lm = pytest.importorskip("lit_modules.causal_lm")
+    from lit_modules.model import init_weights_
+
     ours, theirs = random_gpt(), random_gpt()
-    causal_lm.init_weights_(ours)
+    init_weights_(ours)
     initialize_weights(SimpleNamespace(strategy=None), theirs, theirs.config.n_layer, theirs.config.n_embd)
     checked = 0
     for (name, a), (_, b) in zip(ours.named_modules(), theirs.named_modules()):

@@ -8,8 +8,7 @@ import json
 import pytest
 import torch
 
-pytest.importorskip("lit_modules.sampling")
-from nca.cli.evaluate import main as evaluate  # noqa: E402
+from nca.cli.evaluate import main as evaluate
 from tests.conftest import CONFIGS, gpt_weights, run_cli, TINY_RUN, write_bbl, write_gsm8k, write_tokenizer
 
 pytestmark = pytest.mark.slow

@@ -8,10 +8,7 @@ import json
 import pytest
 import torch
 
-cli_module = pytest.importorskip("nca.cli.train")
-if not hasattr(cli_module, "NCACLI"):
-    pytest.skip("nca.cli has no LightningCLI (NCACLI) yet", allow_module_level=True)
-from nca.cli.errors import UsageError  # noqa: E402
+from nca.cli.errors import UsageError
 from tests.conftest import CONFIGS, StopAtStep, gpt_weights, run_cli, TINY_RUN, write_bpe
 
 pytestmark = pytest.mark.slow
