@@ -23,6 +23,7 @@ import numpy as np
 
 from analysis.curves import load_scalars, speedup, version_dirs
 from nca.automaton.complexity import Band
+from analysis.figures import pyplot, save_figure
 
 SCRATCH = "scratch"
 LABEL_HELP = "DOMAIN/BAND/SEED=DIR, e.g. code/30-40/0=runs/code_b34_s0 or code/scratch/0=runs/code_scratch_s0"
@@ -178,10 +179,7 @@ def band_x(lo: float, hi: float) -> float:
 def plot(table: dict, corpus_ratios: dict[str, float], out: Path) -> None:
     """Per domain (columns): change in final perplexity (top) and speed-up (bottom) against the band,
     seed 95% intervals as error bars, the band's extent shaded, the corpus's own ratio as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     domains = sorted({s["domain"] for s in table["summary"]})
     if not domains:
@@ -212,6 +210,4 @@ def plot(table: dict, corpus_ratios: dict[str, float], out: Path) -> None:
         axes[0, col].legend(fontsize=7, loc="best")
         axes[1, col].set_xticks(xs, [s["band"] for s in rows], fontsize=8)
         axes[1, col].set_xlabel("complexity band (gzip ratio)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out)

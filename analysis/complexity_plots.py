@@ -17,6 +17,7 @@ import torch
 
 from nca.automaton.complexity import Band, rule_ratios
 from nca.automaton.config import NCAConfig
+from analysis.figures import pyplot, save_figure
 
 KNOBS = ("n_states", "grid", "patch")
 # One colour per band, in the order given, the same in the histogram and the sweep plot.
@@ -69,10 +70,7 @@ def sweep_pass_rates(configs: list[NCAConfig], bands: list[str], rules: int, see
 
 def plot_sweep(rows: list[dict], bands: list[str], out: Path) -> None:
     """Grouped bars: per setting, the pass rate of each band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.2))
     width = 0.8 / len(bands)
@@ -85,18 +83,13 @@ def plot_sweep(rows: list[dict], bands: list[str], out: Path) -> None:
     ax.set_title("band pass rate by alphabet size, grid and patch")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def plot_histogram(ratios: np.ndarray, bands: list[str], files: dict[str, dict], title: str, out: Path) -> None:
     """Histogram of rule ratios, each bar coloured by the (first) band holding its centre, each band's span
     shaded and named; the medians of measured text files as labelled lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     parsed = [Band.parse(b) for b in bands]
     # Bins 0.01 wide from 0, so band edges (given to two decimals) are bin edges and each bar lies in one band.
@@ -120,6 +113,4 @@ def plot_histogram(ratios: np.ndarray, bands: list[str], files: dict[str, dict],
     ax.set_xlabel("gzip ratio (compressed / raw int32 patch ids)")
     ax.set_ylabel("rules")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out)

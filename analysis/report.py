@@ -16,6 +16,7 @@ import numpy as np
 
 from analysis.curves import speedup
 from analysis.stats import mean_interval, paired_difference, verdict
+from analysis.figures import pyplot, save_figure
 
 Curve = tuple[np.ndarray, np.ndarray]
 # docs/paper.md §8 (1.6B model): final validation perplexity and convergence speed-up over scratch.
@@ -95,10 +96,7 @@ def build_report(curves: dict[str, dict[str, dict[int, Curve]]], comparisons: li
 # ----------------------------------------------------------------------------------------------- pictures
 def plot_domain(domain: str, arms: dict[int, Curve] | dict, section: dict, path: Path) -> None:
     """Left: mean val/ppl per arm with its 95% band over seeds; right: final perplexity with intervals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     for arm, seeds in arms.items():
@@ -126,9 +124,7 @@ def plot_domain(domain: str, arms: dict[int, Curve] | dict, section: dict, path:
                    max(f["high"] if f["high"] is not None else f["mean"] for f in finals) * 1.02)
     right.set_title("final validation perplexity (95% interval)")
     right.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 # ------------------------------------------------------------------------------------------------ markdown

@@ -23,6 +23,7 @@ from datamodules.shards import TokenShards
 from nca.automaton.complexity import COMPLEXITY_FRAMES, gzip_ratio
 from nca.automaton.config import NCAConfig
 from nca.automaton.tokenize import PatchTokenizer
+from analysis.figures import pyplot, save_figure
 
 _CHUNK = 1024  # rows counted per bincount
 ZIPF_RANKS = (10, 1000)  # ranks (1 = most frequent id) the Zipf slope is fitted over
@@ -125,10 +126,7 @@ def corpus_stats_and_counts(directory: str | Path, max_rows: int | None = None, 
 def zipf_plot(corpora: list[tuple[str, str, np.ndarray]], out: Path) -> None:
     """Rank-frequency curves of (label, kind, counts) on log-log axes, NCA solid and text dashed, each
     labelled with its fitted slope; the fitted rank range is shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for label, kind, counts in corpora:
@@ -143,9 +141,7 @@ def zipf_plot(corpora: list[tuple[str, str, np.ndarray]], out: Path) -> None:
     ax.set_title("rank-frequency (Zipf) of token corpora")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def line(s: dict) -> str:
