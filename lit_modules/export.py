@@ -190,8 +190,7 @@ def llama_config(config, dtype: torch.dtype, tokens: TokenizerFiles):
 def _prepare_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} already exists and is not empty; choose another --out (exports never overwrite)")
-    if not out.parent.exists():
-        raise FileNotFoundError(f"the parent of --out ({out.parent}) does not exist; create it first")
+    out.parent.mkdir(parents=True, exist_ok=True)
 
 
 def export_checkpoint(

@@ -6,6 +6,7 @@ import copy
 import functools
 import io
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -19,6 +20,10 @@ from lightning.pytorch.callbacks import Callback
 from datamodules.tokenizers import _byte_decoder
 from lit_modules.causal_lm import CausalLM
 from nca.cli.train import NCACLI, TRAINER_DEFAULTS
+
+# Lightning stops its logger propagating when it is imported before logging has a handler, as it is here
+# (at collection); caplog reads messages through the root logger.
+logging.getLogger("lightning.pytorch").propagate = True
 
 TO_CHAR = {b: c for c, b in _byte_decoder().items()}  # byte -> GPT-2's printable character
 

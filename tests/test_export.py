@@ -158,6 +158,9 @@ def test_cli_exports_into_an_empty_directory_and_leaves_no_staging(lightning_ckp
     assert "model.safetensors" in capsys.readouterr().out
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+    nested = tmp_path / "exports" / "lit"  # folders that do not exist yet are made
+    assert nca_main(["export", "--ckpt", str(ckpt), "--out", str(nested), "--tokenizer", str(tok_dir)]) == 0
+    assert (nested / "lit_model.pth").is_file()
 
 
 def test_wrong_tokenizer_for_the_vocabulary_is_refused(lightning_ckpt, tmp_path):
