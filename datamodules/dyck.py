@@ -80,14 +80,6 @@ class DyckSource(BatchSource):
             out["labels"][-1] = IGNORE_INDEX
         return out
 
-    def batches(self, numbers: list[int]) -> list[dict[str, torch.Tensor]]:
-        b = self.batch_size
-        out = []
-        for q in numbers:
-            samples = [self.sample(i) for i in range(q * b, (q + 1) * b)]
-            out.append({key: torch.stack([s[key] for s in samples]) for key in samples[0]})
-        return out
-
 
 class DyckDataModule(TokenDataModule):
     """Streams k-Dyck rows in the batch contract; the stream position is saved in checkpoints.

@@ -12,13 +12,12 @@ from __future__ import annotations
 import hashlib
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import Split, TokenDataModule
 from datamodules.shards import IGNORE_INDEX
-from datamodules.streaming import BatchSource
+from datamodules.streaming import BatchSource, PassOrder
 from datamodules.tokenizers import TextTokenizer, load_tokenizer
 
 Segment = tuple[list[int], bool]  # (ids, supervised)
@@ -82,21 +81,10 @@ class RowBatches(BatchSource):
         if not rows:
             raise ValueError("no training rows")
         self.rows, self.batch_size, self.seed = rows, batch_size, seed
-        self._perm: tuple[int, np.ndarray] | None = None
+        self._order = PassOrder(len(rows), seed)
 
-    def _row(self, i: int) -> dict[str, torch.Tensor]:
-        epoch, pos = divmod(i, len(self.rows))
-        if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.rows)))
-        return self.rows[int(self._perm[1][pos])]
-
-    def batches(self, numbers: list[int]) -> list[dict[str, torch.Tensor]]:
-        b = self.batch_size
-        out = []
-        for q in numbers:
-            rows = [self._row(j) for j in range(q * b, (q + 1) * b)]
-            out.append({key: torch.stack([r[key] for r in rows]) for key in rows[0]})
-        return out
+    def sample(self, index: int) -> dict[str, torch.Tensor]:
+        return self.rows[self._order(index)]
 
 
 class SupervisedRowsDataModule(TokenDataModule):

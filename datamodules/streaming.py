@@ -20,12 +20,41 @@ from datamodules.shards import TokenShards, row_to_sample, verify_corpus
 
 
 class BatchSource:
-    """Makes global batches on demand: ``batches([q1, q2, ...])`` -> one batch dict per number."""
+    """Makes global batches on demand: ``batches([q1, q2, ...])`` -> one batch dict per number.
+
+    A source either implements ``batches`` itself, or ``sample(i)`` (global sample ``i``) and inherits the
+    batch of samples ``[q * batch_size, (q + 1) * batch_size)``."""
 
     batch_size: int
 
-    def batches(self, numbers: list[int]) -> list[dict[str, torch.Tensor]]:
+    def sample(self, index: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def batches(self, numbers: list[int]) -> list[dict[str, torch.Tensor]]:
+        b, out = self.batch_size, []
+        for q in numbers:
+            samples = [self.sample(i) for i in range(q * b, (q + 1) * b)]
+            out.append({key: torch.stack([s[key] for s in samples]) for key in samples[0]})
+        return out
+
+
+class PassOrder:
+    """Position ``i`` of an endless stream over ``rows`` items -> item index: pass ``e`` is a permutation
+    seeded by (seed, e), so every item appears once per pass. Caches the current pass's permutation, which
+    is not pickled (workers rebuild it)."""
+
+    def __init__(self, rows: int, seed: int = 0):
+        self.rows, self.seed = rows, seed
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_perm": None}
+
+    def __call__(self, i: int) -> int:
+        epoch, pos = divmod(i, self.rows)
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.rows))
+        return int(self._perm[1][pos])
 
 
 class ShardRows(BatchSource):
@@ -40,16 +69,10 @@ class ShardRows(BatchSource):
         if self.rows == 0:
             raise ValueError(f"the corpus at {directory} holds no rows")
         self._shards: TokenShards | None = None
-        self._perm: tuple[int, np.ndarray] | None = None
+        self._row = PassOrder(self.rows, seed)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_shards": None, "_perm": None}
-
-    def _row(self, i: int) -> int:
-        epoch, pos = divmod(i, self.rows)
-        if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.rows))
-        return int(self._perm[1][pos])
+        return {**self.__dict__, "_shards": None}
 
     def batches(self, numbers: list[int]) -> list[dict[str, torch.Tensor]]:
         if self._shards is None:
