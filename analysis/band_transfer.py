@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.curves import load_scalars, speedup, version_dirs
+from analysis.curves import load_scalars, speedup, split_pair, version_dirs
 from nca.automaton.complexity import Band
 from analysis.figures import pyplot, save_figure
 
@@ -117,9 +117,7 @@ def corpus_ratio(spec: str) -> float:
 def parse_corpus_ratios(items: list[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     for item in items:
-        domain, sep, spec = item.partition("=")
-        if not sep or not domain or not spec:
-            raise ValueError(f"--corpus_ratio item {item!r} is not DOMAIN=FILE_OR_NUMBER (e.g. code=cx/complexity.json or code=0.34)")
+        domain, spec = split_pair(item, "--corpus_ratio", "DOMAIN=FILE_OR_NUMBER", "code=cx/complexity.json or code=0.34")
         out[domain] = corpus_ratio(spec)
     return out
 

@@ -186,12 +186,18 @@ def _fmt(v: float | None, spec: str) -> str:
     return "never" if v is None else format(v, spec)
 
 
+def split_pair(item: str, flag: str, form: str, example: str) -> tuple[str, str]:
+    """``KEY=VALUE`` of a command-line item, or one error naming the flag, the expected form and an example."""
+    key, sep, value = item.partition("=")
+    if not sep or not key or not value:
+        raise ValueError(f"{flag} takes {form} items, got {item!r} (e.g. {example})")
+    return key, value
+
+
 def parse_runs(items: list[str]) -> dict[str, str]:
     runs: dict[str, str] = {}
     for item in items:
-        name, sep, d = item.partition("=")
-        if not sep or not name or not d:
-            raise ValueError(f"--runs takes NAME=DIR items, got {item!r} (e.g. scratch=runs/scratch)")
+        name, d = split_pair(item, "--runs", "NAME=DIR", "scratch=runs/scratch")
         if name in runs:
             raise ValueError(f"run name {name!r} given twice in --runs")
         runs[name] = d
