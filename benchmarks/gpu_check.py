@@ -204,7 +204,7 @@ def compare_losses(reference: dict[int, float], resumed: dict[int, float], toler
 
 def resume(runs: Path) -> int:
     """Reference fit; the same fit SIGKILLed at step KILL_AT_STEP and resumed with --ckpt_path last; compare."""
-    from analysis.curves import load_scalars
+    from nca.analysis.curves import load_scalars
 
     if runs.exists():
         print(f"RESUME: refused, {runs} exists (pick another --runs)")

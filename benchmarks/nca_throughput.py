@@ -19,7 +19,7 @@ import time
 import psutil
 import torch
 
-from datamodules.nca import NCADataModule
+from nca.datamodules.nca import NCADataModule
 from nca.automaton.complexity import Band, rule_ratios
 from nca.automaton.config import NCAConfig
 

@@ -19,8 +19,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from lit_modules.causal_lm import CausalLM
-from lit_modules.probes import InductionProbe
+from nca.lit_modules.causal_lm import CausalLM
+from nca.lit_modules.probes import InductionProbe
 from nca.automaton.tokenize import PatchTokenizer
 
 MODEL = {"block_size": 1024, "n_layer": 2, "n_embd": 128, "n_head": 4, "intermediate_size": 512}

@@ -1,4 +1,4 @@
-"""New tokens per second of ``lit_modules.sampling.sample`` against litgpt's own ``generate``, once per sample.
+"""New tokens per second of ``nca.lit_modules.sampling.sample`` against litgpt's own ``generate``, once per sample.
 
     python benchmarks/sampler.py                                  # tiny model, 2 CPU threads, n = 64 x 250 tokens
     python benchmarks/sampler.py --config 1.6b --device cuda      # the paper's model in bf16 on one GPU
@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from lit_modules.causal_lm import build_config
-from lit_modules.sampling import SamplingConfig, sample
+from nca.lit_modules.causal_lm import build_config
+from nca.lit_modules.sampling import SamplingConfig, sample
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "model"
 GPT2_VOCAB = 50257
@@ -111,7 +111,7 @@ def main() -> None:
           f"temperature {args.temperature}, top_p {args.top_p}, median of {args.repeats} interleaved repeats")
     print(f"{'method':<38} {'samples':>7} {'new tok/s':>10} {'speed-up':>9}")
     speed = f"{statistics.median(o / t for o, t in zip(ours, theirs)):.1f}x" if theirs else "-"
-    print(f"{'lit_modules.sampling.sample':<38} {args.n:>7} {statistics.median(ours):>10.1f} {speed:>9}")
+    print(f"{'nca.lit_modules.sampling.sample':<38} {args.n:>7} {statistics.median(ours):>10.1f} {speed:>9}")
     if theirs:
         base = statistics.median(theirs)
         print(f"{'litgpt generate, one call per sample':<38} {baseline_n:>7} {base:>10.1f} {'1.0x':>9}")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation.humaneval import job, load_problems  # noqa: E402
-from evaluation.sandbox import Limits, Sandbox, detect_isolation  # noqa: E402
+from nca.evaluation.humaneval import job, load_problems  # noqa: E402
+from nca.evaluation.sandbox import Limits, Sandbox, detect_isolation  # noqa: E402
 
 DEFAULT_PROBLEMS = "/work/shared/data/humaneval/HumanEval.jsonl.gz"
 # Fast failures of the kinds a model produces (each program still gets its own process).

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from datamodules.streaming import NumberedBatches, ShardRows
+from nca.datamodules.streaming import NumberedBatches, ShardRows
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 
-from datamodules.text import TextDataModule
+from nca.datamodules.text import TextDataModule
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from litgpt.model import GPT
 from litgpt.utils import reset_parameters
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lit_modules.causal_lm import CausalLM, build_config, init_weights_, lr_factor  # noqa: E402
+from nca.lit_modules.causal_lm import CausalLM, build_config, init_weights_, lr_factor  # noqa: E402
 
 
 def make_batches(n: int, batch: int, seq_len: int, vocab: int, device: str) -> list[dict[str, torch.Tensor]]:

@@ -1,4 +1,4 @@
-"""analysis/: TensorBoard curves (merge of resumed versions, interpolation, speed-up, CLI) and token statistics."""
+"""nca/analysis/: TensorBoard curves (merge of resumed versions, interpolation, speed-up, CLI) and token statistics."""
 
 import json
 import math
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
-from analysis import curves, token_stats
-from datamodules.shards import ShardWriter
+from nca.analysis import curves, token_stats
+from nca.datamodules.shards import ShardWriter
 from nca.automaton.complexity import gzip_ratio
 
 

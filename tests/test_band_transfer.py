@@ -1,4 +1,4 @@
-"""analysis.band_transfer and `nca band-transfer`: label syntax, seed-paired changes and speed-ups, the picture."""
+"""nca.analysis.band_transfer and `nca band-transfer`: label syntax, seed-paired changes and speed-ups, the picture."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
-from analysis import band_transfer as bt
+from nca.analysis import band_transfer as bt
 from nca.cli import main
 
 

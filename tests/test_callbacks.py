@@ -6,29 +6,20 @@ import copy
 import math
 
 import lightning as L
-import litgpt
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from litgpt.model import GPT
 
-from lit_modules.callbacks import FreezeParameters, ReinitializeParameters, reinitialize
-from lit_modules.causal_lm import init_std
-from lit_modules.transfer import select_parameters
+from nca.lit_modules.callbacks import FreezeParameters, ReinitializeParameters, reinitialize
+from nca.lit_modules.causal_lm import init_std
+from nca.lit_modules.transfer import select_parameters
+from tests.helpers.models import tiny_gpt
 
 
 def random_gpt(seed: int = 0, n_layer: int = 2) -> GPT:
     """Every tensor random (norms too), so any re-initialisation is visible."""
-    torch.manual_seed(seed)
-    model = GPT(litgpt.Config(
-        n_layer=n_layer, n_embd=32, n_head=4, padded_vocab_size=64, vocab_size=64, block_size=32, bias=False,
-        norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", intermediate_size=64, rotary_percentage=1.0,
-        parallel_residual=False,
-    ))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_()
-    return model
+    return tiny_gpt(seed=seed, n_layer=n_layer, intermediate_size=64, randomize=True).train()
 
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -108,7 +99,7 @@ def test_init_scheme_is_litgpts_pretraining_init():
 
     from litgpt.pretrain import initialize_weights
 
-    from lit_modules.model import init_weights_
+    from nca.lit_modules.model import init_weights_
 
     ours, theirs = random_gpt(), random_gpt()
     init_weights_(ours)

@@ -11,9 +11,10 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from litgpt.model import GPT, LLaMAMLP, RMSNorm
 
-from lit_modules import CausalLM
-from lit_modules.causal_lm import build_config, lr_factor
-from tests.conftest import PatternDataModule, RecordLosses, TINY, trainer
+from nca.lit_modules import CausalLM
+from nca.lit_modules.causal_lm import build_config, lr_factor
+from tests.helpers.data import PatternDataModule
+from tests.helpers.models import RecordLosses, TINY, trainer
 
 
 def test_model_is_llama_style_and_untied():

@@ -11,10 +11,11 @@ import yaml
 
 from nca.cli import main
 from nca.cli.train import NCACLI, free_name
-from tests.conftest import RecordLosses, toy_config, write
+from tests.helpers.cli import toy_config, write
+from tests.helpers.models import RecordLosses
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
+CONFIGS = ROOT / "nca" / "configs"
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +33,7 @@ def test_print_config_shows_the_composed_config(capsys):
               "--model.config.n_layer", "3", "--print_config"])
     assert exit_.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["data"]["class_path"] == "datamodules.nca.NCADataModule"
+    assert printed["data"]["class_path"] == "nca.datamodules.nca.NCADataModule"
     # a model file replaces model.config whole; a command-line key then overrides one entry
     assert printed["model"]["config"] == {"block_size": 1024, "n_layer": 3, "n_embd": 256, "n_head": 4,
                                           "intermediate_size": 1024}
@@ -65,7 +66,7 @@ def test_paper_recipe_composes_with_1_6b_and_fsdp(capsys):
 
 
 def test_paper_model_has_1_61b_non_embedding_parameters():
-    from lit_modules.causal_lm import build_config
+    from nca.lit_modules.causal_lm import build_config
     from litgpt.model import GPT
 
     cfg = yaml.safe_load((CONFIGS / "model/1.6b.yaml").read_text())["model"]["config"]
@@ -117,7 +118,7 @@ def test_fit_logs_saves_config_and_resumes_without_overwriting(tmp_path, capsys)
     assert sorted(p.name for p in ckpts.glob("*.ckpt")) == ["epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt",
                                                            "last.ckpt"]
     saved = (run / "version_0" / "config.yaml").read_text()
-    assert "conftest.PatternDataModule" in saved
+    assert "helpers.data.PatternDataModule" in saved
     assert list((run / "version_0").glob("events.out.tfevents.*"))
 
     # a second fresh run would mix with the first one's checkpoints: refused, nothing touched
@@ -182,7 +183,7 @@ def test_init_from_loads_blocks_on_fresh_fit_only(tmp_path):
 
 
 def nca_config(tmp_path: Path, steps: int) -> list[str]:
-    data = {"class_path": "datamodules.nca.NCADataModule", "init_args": {
+    data = {"class_path": "nca.datamodules.nca.NCADataModule", "init_args": {
         "seq_len": 64, "batch_size": 8, "band": None, "nca": {"n_states": 3, "grid": 4, "patch": 2},
         "train_rules": None, "val_rules": 8, "val_sequences": 8, "seed": 0, "num_workers": 0}}
     cfg = toy_config(tmp_path, data=data, trainer={"max_steps": steps, "val_check_interval": steps,
@@ -229,11 +230,33 @@ def test_fsdp_builds_on_meta_and_initialises_like_single_device(tmp_path):
 
 def test_configs_verb_lists_every_shipped_config_with_its_purpose(capsys):
     assert main(["configs"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    shipped = sorted(p.relative_to(ROOT).as_posix() for p in CONFIGS.rglob("*.yaml"))
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert "shipped configs in" in header
+    shipped = sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml"))
     assert [line.split()[0] for line in lines] == shipped
-    stage1 = next(line for line in lines if line.startswith("configs/stage1.yaml "))
+    stage1 = next(line for line in lines if line.startswith("stage1.yaml "))
     assert "Stage 1" in stage1
     assert main(["configs", "stage2", "paper"]) == 0
-    assert {line.split()[0] for line in capsys.readouterr().out.splitlines()} == {
-        "configs/stage2/code.yaml", "configs/stage2/math.yaml", "configs/stage2/owt.yaml"}
+    assert {line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]} == {
+        "stage2/code.yaml", "stage2/math.yaml", "stage2/owt.yaml"}
+
+
+def test_config_names_read_a_local_file_first_then_the_shipped_one(tmp_path, monkeypatch):
+    from nca.cli.configs import resolve, resolve_config_args
+    from nca.cli.errors import UsageError
+
+    monkeypatch.chdir(tmp_path)
+    shipped = CONFIGS / "stage1.yaml"
+    for name in ("stage1.yaml", "configs/stage1.yaml"):
+        path, note = resolve(name)
+        assert Path(path) == shipped and "shipped" in note
+    (tmp_path / "stage1.yaml").write_text("trainer: {max_steps: 3}\n")
+    path, note = resolve("stage1.yaml")
+    assert path == "stage1.yaml" and "local file" in note
+    notes = []
+    assert resolve_config_args(["fit", "--config", "stage1.yaml", "--config=stage2/owt.yaml", "--x", "y"],
+                               say=notes.append) == ["fit", "--config", "stage1.yaml",
+                                                     f"--config={CONFIGS / 'stage2/owt.yaml'}", "--x", "y"]
+    assert len(notes) == 2
+    with pytest.raises(UsageError, match="nca configs"):
+        resolve("no-such.yaml")

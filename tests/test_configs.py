@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from lit_modules.callbacks import FreezeParameters, ReinitializeParameters
-from lit_modules.causal_lm import CausalLM
-from tests.conftest import parse, ROOT, write_bpe
+from nca.lit_modules.callbacks import FreezeParameters, ReinitializeParameters
+from nca.lit_modules.causal_lm import CausalLM
+from tests.helpers.cli import parse, ROOT
+from tests.helpers.tokenizers import write_bpe
 
 CONFIGS = ROOT / "configs"
 
@@ -104,7 +105,7 @@ def test_stage2_recipes_match_the_paper(domain):
     assert model.get("warmup_fraction") == paper.get("warmup_fraction")
     assert model.get("warmup_steps") == paper.get("warmup_steps")
     assert model["init_from"] is None, "a stage-2 recipe alone is the scratch baseline"
-    assert data["class_path"] == "datamodules.text.TextDataModule"
+    assert data["class_path"] == "nca.datamodules.text.TextDataModule"
     args = data["init_args"]
     assert args["tokenizer"] == "gpt2" and args["seq_len"] == 1024
     sequences = args["batch_size"] * trainer["accumulate_grad_batches"] * GPUS_ASSUMED
@@ -151,7 +152,7 @@ def test_band_files_set_the_band(name):
     config = parse("configs/stage1.yaml", f"configs/band/{name}.yaml")
     band = Band.parse(config["data"]["init_args"]["band"])
     assert (band.lo, band.hi) == BANDS[name]
-    assert config["data"]["class_path"] == "datamodules.nca.NCADataModule"
+    assert config["data"]["class_path"] == "nca.datamodules.nca.NCADataModule"
     assert config["trainer"]["logger"]["init_args"]["name"] == f"stage1-band{name}"
 
 

@@ -81,7 +81,7 @@ def nca_fit(*args: str) -> subprocess.CompletedProcess:
 
 
 def stage1_checkpoint(path: Path) -> Path:
-    from lit_modules.causal_lm import CausalLM
+    from nca.lit_modules.causal_lm import CausalLM
 
     module = CausalLM(config=TINY, vocab_size=3 ** 4 + 2)
     module.configure_model()

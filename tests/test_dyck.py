@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.dyck import DyckDataModule, DyckSource, dyck_row, split_words
-from datamodules.streaming import NumberedBatches
+from nca.datamodules.dyck import DyckDataModule, DyckSource, dyck_row, split_words
+from nca.datamodules.streaming import NumberedBatches
 
 
 def check_word(word, k, max_depth):

@@ -12,7 +12,8 @@ from lightning.pytorch import LightningDataModule
 
 from nca.cli import main
 from nca.cli.errors import raised_on_purpose, user_error
-from tests.conftest import TINY, toy_config
+from tests.helpers.cli import toy_config
+from tests.helpers.models import TINY
 
 
 
@@ -37,7 +38,7 @@ def nca_data(**init_args) -> dict:
 
 def fake_checkpoint(path: Path, n_embd: int = 32, vocab: int = 16) -> Path:
     """A Lightning-style checkpoint of a tiny CausalLM, written without training."""
-    from lit_modules.causal_lm import CausalLM
+    from nca.lit_modules.causal_lm import CausalLM
 
     module = CausalLM(config={**TINY, "n_embd": n_embd}, vocab_size=vocab)
     module.configure_model()
@@ -84,7 +85,7 @@ def test_truncated_checkpoint_names_the_newest_intact_one(tmp_path, capsys):
 
 def test_init_from_not_a_checkpoint_is_refused_before_the_data_is_prepared(tmp_path, capsys, monkeypatch):
     prepared = []
-    monkeypatch.setattr("datamodules.nca.NCADataModule.setup", lambda self, stage=None: prepared.append(stage))
+    monkeypatch.setattr("nca.datamodules.nca.NCADataModule.setup", lambda self, stage=None: prepared.append(stage))
     notes = tmp_path / "notes.txt"
     notes.write_text("not a checkpoint")
     line = one_line_error(capsys, ["fit", "--config", toy_config(tmp_path, data=nca_data()),
@@ -119,13 +120,18 @@ def test_traceback_on_request(tmp_path, monkeypatch):
 
 
 def test_raised_on_purpose_tells_checks_from_bugs():
+    from nca.lit_modules.model import build_config
+
     def check():
-        raise ValueError("set x")
+        build_config({"n_layr": 2}, 10)  # the package's own `raise ValueError(...)`
 
     def bug():
         a, b = [1]  # noqa: F841
 
-    for fn, expected in ((check, True), (bug, False)):
+    def elsewhere():
+        raise ValueError("set x")  # a raise outside the package (a user's plugin, this test) keeps its traceback
+
+    for fn, expected in ((check, True), (bug, False), (elsewhere, False)):
         try:
             fn()
         except ValueError as err:
@@ -149,7 +155,7 @@ def test_one_number_band_names_the_key(tmp_path, capsys):
 
 
 def test_the_checkpoint_reader_names_a_broken_file_and_the_newest_intact_one(tmp_path):
-    from lit_modules.checkpoint import CheckpointError, is_intact, newest_intact, read_checkpoint
+    from nca.lit_modules.checkpoint import CheckpointError, is_intact, newest_intact, read_checkpoint
 
     good = fake_checkpoint(tmp_path / "epoch=0-step=2.ckpt")
     broken = tmp_path / "last.ckpt"

@@ -9,13 +9,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from evaluation import runner
-from evaluation.bbl import BBLTask, matches, normalise, task_chance
-from evaluation.gsm8k import GSM8KTask, extract_flexible, extract_last_word, extract_strict, score_reply
-from evaluation.problems import Problem
-from evaluation.records import SampleLog, SettingsMismatch, check_settings
+from nca.evaluation import runner
+from nca.evaluation.bbl import BBLTask, matches, normalise, task_chance
+from nca.evaluation.gsm8k import GSM8KTask, extract_flexible, extract_last_word, extract_strict, score_reply
+from nca.evaluation.problems import Problem
+from nca.evaluation.records import SampleLog, SettingsMismatch, check_settings
 from nca.cli.evaluate import main as evaluate
-from tests.conftest import write_bbl, write_gsm8k, write_tokenizer
+from tests.helpers.data import write_bbl, write_gsm8k
+from tests.helpers.tokenizers import write_tokenizer
 
 
 # ------------------------------------------------------------------------------------------ extraction
@@ -54,8 +55,8 @@ def test_math_verify_scoring_and_truncated_replies():
 
 
 def test_long_prompts_lose_whole_leading_exemplars_first(tmp_path):
-    from datamodules.tokenizers import load_tokenizer
-    from evaluation.problems import prompt_ids
+    from nca.datamodules.tokenizers import load_tokenizer
+    from nca.evaluation.problems import prompt_ids
 
     tok = load_tokenizer(write_tokenizer(tmp_path / "tok"))  # one id per byte
     problem = Problem("p", 0, ("aaaa", "bbbb", "cc"))
@@ -180,7 +181,7 @@ def run_gsm8k(folder, source, tokenizer, n=4):
 
 
 def test_interrupted_generation_resumes_without_repeats(tmp_path, monkeypatch):
-    from datamodules.tokenizers import load_tokenizer
+    from nca.datamodules.tokenizers import load_tokenizer
 
     source, tok = write_gsm8k(tmp_path / "gsm8k"), load_tokenizer(write_tokenizer(tmp_path / "tok"))
     crashing = FakeSampler(fail_on=2)
@@ -216,7 +217,7 @@ def test_interrupted_generation_resumes_without_repeats(tmp_path, monkeypatch):
 
 
 def test_cli_scores_apart_and_refuses_other_settings(tmp_path, monkeypatch, capsys):
-    from datamodules.tokenizers import load_tokenizer
+    from nca.datamodules.tokenizers import load_tokenizer
 
     source, tok = write_gsm8k(tmp_path / "gsm8k"), load_tokenizer(write_tokenizer(tmp_path / "tok"))
     out = tmp_path / "eval"
@@ -235,8 +236,8 @@ def test_cli_scores_apart_and_refuses_other_settings(tmp_path, monkeypatch, caps
 
 
 def test_humaneval_task_runs_completions_in_the_sandbox(tmp_path, monkeypatch):
-    from datamodules.tokenizers import load_tokenizer
-    from evaluation.humaneval_task import HumanEvalTask
+    from nca.datamodules.tokenizers import load_tokenizer
+    from nca.evaluation.humaneval_task import HumanEvalTask
 
     problem = {"task_id": "Toy/0", "prompt": "def add(a, b):\n", "entry_point": "add",
                "test": "def check(f):\n    assert f(2, 3) == 5\n"}

@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from nca.cli.evaluate import main as evaluate
-from tests.conftest import CONFIGS, gpt_weights, run_cli, TINY_RUN, write_bbl, write_gsm8k, write_tokenizer
+from tests.helpers.cli import CONFIGS, run_cli, TINY_RUN
+from tests.helpers.data import write_bbl, write_gsm8k
+from tests.helpers.models import gpt_weights
+from tests.helpers.tokenizers import write_tokenizer
 
 pytestmark = pytest.mark.slow
 

@@ -11,11 +11,11 @@ from litgpt.config import Config
 from litgpt.model import GPT
 from litgpt.tokenizer import Tokenizer
 
-from datamodules.tokenizers import load_tokenizer
-from lit_modules.checkpoint import load_model
-from lit_modules.export import export_checkpoint
+from nca.datamodules.tokenizers import load_tokenizer
+from nca.lit_modules.checkpoint import load_model
+from nca.lit_modules.export import export_checkpoint
 from nca.cli import main as nca_main
-from tests.conftest import make_lightning_ckpt
+from tests.helpers.models import make_lightning_ckpt
 
 TEXT = "Hello the world: the cell in a cellar, 42 times!\nwell..."
 
@@ -182,7 +182,7 @@ def test_bad_tokenizer_fails_before_the_weights_are_loaded(lightning_ckpt, tmp_p
     def no_loading(*args, **kwargs):
         raise AssertionError("weights loaded before the tokenizer was checked")
 
-    monkeypatch.setattr("lit_modules.export.load_model", no_loading)
+    monkeypatch.setattr("nca.lit_modules.export.load_model", no_loading)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         export_checkpoint(ckpt, tmp_path / "out", "hf", tokenizer=str(tmp_path / "nope" / "tok"))
     assert not (tmp_path / "out").exists()

@@ -67,9 +67,9 @@ def test_summaries_read_the_benchmarks_own_lines():
     nca = "streamed 20,971,520 tokens in 1.9s: 11,037,642 tokens/s (0 workers, batch 1024, band ..., device cuda)"
     assert gpu_check.summarize_nca(nca) == "11,037,642 tokens/s"
     sampler = ("method                                 samples  new tok/s  speed-up\n"
-               "lit_modules.sampling.sample                 64      25000     40.0x\n"
+               "nca.lit_modules.sampling.sample                 64      25000     40.0x\n"
                "litgpt generate (one sample at a time)       4        625      1.0x\n")
-    assert gpu_check.summarize_sampler(sampler) == ("lit_modules.sampling.sample: 25000 new tok/s; "
+    assert gpu_check.summarize_sampler(sampler) == ("nca.lit_modules.sampling.sample: 25000 new tok/s; "
                                                     "litgpt generate (one sample at a time): 625 new tok/s")
     assert gpu_check.summarize_resume("x\nRESUME: equal; killed at step 30\n") == "equal; killed at step 30"
     assert gpu_check.summarize_mfu("crashed") == "no MFU line"

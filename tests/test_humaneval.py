@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from evaluation.humaneval import (PROMPT, STOP_STRINGS, Verdict, assemble, job, load_problems, prompt, score,
+from nca.evaluation.humaneval import (PROMPT, STOP_STRINGS, Verdict, assemble, job, load_problems, prompt, score,
                                   stop_strings, truncate)
 
 PROBLEMS = [

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from litgpt.config import Config
 from litgpt.model import GPT
 
-from analysis.icl import document_rows, frame_losses, icl_summary, nca_rows, nca_stream_settings, nca_summary, token_losses
-from analysis.induction import (
+from nca.analysis.icl import document_rows, frame_losses, icl_summary, nca_rows, nca_stream_settings, nca_summary, token_losses
+from nca.analysis.induction import (
     attention_scores,
     candidate_ids,
     capture_attention,
@@ -25,26 +24,21 @@ from analysis.induction import (
 )
 from nca.automaton.config import NCAConfig
 from nca.cli import main as nca_main
-from tests.conftest import write_bpe
+from tests.helpers.tokenizers import write_bpe
+from tests.helpers.models import tiny_gpt
 
 
-def tiny_config(vocab=32, n_head=2, n_query_groups=None, n_embd=32, layers=2, block=64, **extra):
-    return Config(block_size=block, vocab_size=vocab, padded_vocab_size=vocab, n_layer=layers, n_head=n_head,
-                  n_query_groups=n_query_groups or n_head, n_embd=n_embd, intermediate_size=2 * n_embd, bias=False,
-                  norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", rotary_percentage=1.0,
-                  parallel_residual=False, **extra)
-
-
-def tiny_gpt(seed=0, **kw):
-    torch.manual_seed(seed)
-    return GPT(tiny_config(**kw)).eval()
+def small_gpt(seed=0, vocab=32, n_head=2, n_embd=32, block=64, **sizes):
+    """The tests' tiny GPT with this file's sizes: a 32-id vocabulary (no padding), 2 heads, 64 positions."""
+    return tiny_gpt(vocab, seed=seed, n_head=n_head, n_embd=n_embd, block_size=block, intermediate_size=2 * n_embd,
+                    padded_vocab_size=vocab, **sizes)
 
 
 # ------------------------------------------------------------------------------------- attention capture
 @pytest.mark.parametrize("kw", [{}, {"n_head": 4, "n_query_groups": 2}, {"n_head": 4, "n_query_groups": 1},
                                 {"attention_logit_softcapping": 5.0}])
 def test_capture_keeps_logits_and_gives_causal_probabilities(kw):
-    model = tiny_gpt(**kw)
+    model = small_gpt(**kw)
     x = torch.randint(0, 32, (2, 17))
     with torch.no_grad():
         expected = model(x)
@@ -147,7 +141,7 @@ def set_ov(model, value_sign: list[float], out_sign: float = 1.0):
 
 
 def test_identity_ov_copies_and_negated_ov_anti_copies():
-    model = tiny_gpt()
+    model = small_gpt()
     set_ov(model, [1.0, 1.0])
     assert copying_scores(model).min() > 0.999
     set_ov(model, [1.0, 1.0], out_sign=-1.0)
@@ -155,14 +149,14 @@ def test_identity_ov_copies_and_negated_ov_anti_copies():
 
 
 def test_grouped_query_heads_read_their_groups_value():
-    model = tiny_gpt(n_head=4, n_query_groups=2)
+    model = small_gpt(n_head=4, n_query_groups=2)
     set_ov(model, [-1.0, 1.0])  # heads 0, 1 share group 0; heads 2, 3 group 1
     scores = copying_scores(model)
     assert scores[:, :2].max() < -0.999 and scores[:, 2:].min() > 0.999
 
 
 def test_ov_product_has_the_spectrum_of_the_vocabulary_circuit():
-    model = tiny_gpt(n_head=4, n_query_groups=2, vocab=24)
+    model = small_gpt(n_head=4, n_query_groups=2, vocab=24)
     cfg, hs = model.config, model.config.head_size
     block = model.transformer.h[1]
     start = (cfg.n_head + cfg.n_query_groups) * hs
@@ -179,7 +173,7 @@ def test_ov_product_has_the_spectrum_of_the_vocabulary_circuit():
 # --------------------------------------------------------------------------- a model that learned to copy
 def test_trained_copying_model_has_an_induction_head_and_random_one_not():
     torch.manual_seed(0)
-    model = GPT(tiny_config(vocab=32, n_embd=64))
+    model = small_gpt(vocab=32, n_embd=64)
     cand, block = candidate_ids(32), 12
     probe = repeated_random_tokens(cand, block, 2, 8, seed=10_000)
     untrained = attention_scores(model.eval(), probe, block)["prefix_matching"]
@@ -202,7 +196,7 @@ def test_trained_copying_model_has_an_induction_head_and_random_one_not():
 
 # ------------------------------------------------------------------------------------------------ ICL
 def test_token_losses_are_next_token_cross_entropy():
-    model = tiny_gpt()
+    model = small_gpt()
     rows = torch.randint(0, 32, (3, 9))
     got = token_losses(model, rows, batch_size=2)
     with torch.no_grad():
@@ -238,16 +232,16 @@ def test_frame_losses_average_the_targets_of_each_frame():
 
 
 def test_nca_settings_read_nested_flat_and_config_layouts():
-    nested = {"class_path": "datamodules.nca.NCADataModule",
+    nested = {"class_path": "nca.datamodules.nca.NCADataModule",
               "init_args": {"nca": {"n_states": 3, "grid": 4, "patch": 2}, "seq_len": 30, "band": None, "seed": 2}}
-    flat = {"class_path": "datamodules.nca.NCADataModule", "init_args": {"n_states": 3, "grid": 4, "patch": 2}}
-    obj = {"class_path": "datamodules.nca.NCADataModule", "init_args": {"nca": NCAConfig(n_states=3, grid=4, patch=2)}}
+    flat = {"class_path": "nca.datamodules.nca.NCADataModule", "init_args": {"n_states": 3, "grid": 4, "patch": 2}}
+    obj = {"class_path": "nca.datamodules.nca.NCADataModule", "init_args": {"nca": NCAConfig(n_states=3, grid=4, patch=2)}}
     for data in (nested, flat, obj):
         cfg = nca_stream_settings(data)["cfg"]
         assert (cfg.n_states, cfg.grid, cfg.patch) == (3, 4, 2)
     assert nca_stream_settings(nested)["seq_len"] == 30
     with pytest.raises(ValueError, match="not NCA"):
-        nca_stream_settings({"class_path": "datamodules.text.TextDataModule"})
+        nca_stream_settings({"class_path": "nca.datamodules.text.TextDataModule"})
     rows, tok = nca_rows(nested, sequences=2)
     assert rows.shape == (2, 31) and (rows[:, :: tok.frame_len] == tok.start_id).all()
     with pytest.raises(ValueError, match="--seq_len"):
@@ -257,7 +251,7 @@ def test_nca_settings_read_nested_flat_and_config_layouts():
 # ------------------------------------------------------------------------------------------------ CLI
 def save_ckpt(path, vocab, data, seed=0):
     """A Lightning-format checkpoint of a tiny CausalLM-built GPT (as `nca fit` writes it)."""
-    from lit_modules.model import build_config
+    from nca.lit_modules.model import build_config
 
     hparams = {"config": {"block_size": 64, "n_layer": 2, "n_embd": 32, "n_head": 2, "intermediate_size": 64},
                "vocab_size": vocab}
@@ -268,7 +262,7 @@ def save_ckpt(path, vocab, data, seed=0):
     return str(path)
 
 
-NCA_DATA = {"class_path": "datamodules.nca.NCADataModule",
+NCA_DATA = {"class_path": "nca.datamodules.nca.NCADataModule",
             "init_args": {"nca": {"n_states": 2, "grid": 4, "patch": 2}, "seq_len": 40, "band": None}}
 
 
@@ -293,7 +287,7 @@ def test_cli_text_checkpoint_gives_icl_score(tmp_path):
     rng = np.random.default_rng(0)
     letters = list("abcdefghijklmnopqrstuvwxyz0123456789")  # byte ids: enough candidates for an 8-token block
     corpus.write_text("".join(json.dumps({"text": "".join(rng.choice(letters, 60))}) + "\n" for _ in range(4)))
-    data = {"class_path": "datamodules.text.TextDataModule", "init_args": {"tokenizer": str(tok)}}
+    data = {"class_path": "nca.datamodules.text.TextDataModule", "init_args": {"tokenizer": str(tok)}}
     ckpt = save_ckpt(tmp_path / "last.ckpt", 257, data)
     out = tmp_path / "out"
     assert nca_main(["induction", "--ckpt", ckpt, "--data", str(corpus), "--out", str(out), "--early", "5",
@@ -303,7 +297,7 @@ def test_cli_text_checkpoint_gives_icl_score(tmp_path):
 
 
 def test_cli_rejects_a_text_checkpoint_without_a_corpus(tmp_path, capsys):
-    data = {"class_path": "datamodules.text.TextDataModule", "init_args": {"tokenizer": "gpt2"}}
+    data = {"class_path": "nca.datamodules.text.TextDataModule", "init_args": {"tokenizer": "gpt2"}}
     ckpt = save_ckpt(tmp_path / "last.ckpt", 40, data)
     assert nca_main(["induction", "--ckpt", ckpt, "--out", str(tmp_path / "o")]) == 2
     assert "give --data a text corpus" in capsys.readouterr().err

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from lm_eval.api.instance import Instance
 
-from datamodules.tokenizers import load_tokenizer
-from evaluation import lm_eval_adapter
-from evaluation.lm_eval_adapter import NCALM
-from lit_modules.checkpoint import load_model
-from tests.conftest import make_lightning_ckpt
+from nca.datamodules.tokenizers import load_tokenizer
+from nca.evaluation import lm_eval_adapter
+from nca.evaluation.lm_eval_adapter import NCALM
+from nca.lit_modules.checkpoint import load_model
+from tests.helpers.models import make_lightning_ckpt
 
 
 @pytest.fixture(scope="module")

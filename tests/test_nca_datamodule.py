@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from datamodules.nca import NCADataModule
-from datamodules.shards import ShardWriter
+from nca.datamodules.nca import NCADataModule
+from nca.datamodules.shards import ShardWriter
 from nca.automaton.config import NCAConfig
 
 TINY = dict(seq_len=48, batch_size=4, band=(0.3, 1.0), nca=NCAConfig(n_states=4, grid=6, patch=2), val_rules=None,
@@ -39,7 +39,7 @@ def test_stream_does_not_depend_on_worker_count():
 
 
 def test_ranks_get_disjoint_slices_of_one_stream():
-    from datamodules.streaming import NumberedBatches
+    from nca.datamodules.streaming import NumberedBatches
 
     dm = NCADataModule(**TINY)
     dm.setup("fit")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from datamodules.shards import row_to_sample
+from nca.datamodules.shards import row_to_sample
 from nca.automaton.tokenize import PatchTokenizer
 
 

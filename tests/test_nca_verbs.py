@@ -8,13 +8,13 @@ import torch
 import yaml
 from PIL import Image
 
-from datamodules.nca import NCADataModule
-from datamodules.shards import TokenShards
+from nca.datamodules.nca import NCADataModule
+from nca.datamodules.shards import TokenShards
 from nca.cli import main
 from nca.automaton.complexity import Band, rule_ratios
 from nca.automaton.config import NCAConfig
 from nca.automaton.stream import NCAStream
-from tests.conftest import write_bpe
+from tests.helpers.tokenizers import write_bpe
 
 SMALL = ["--nca.n_states", "4", "--nca.grid", "6", "--nca.patch", "2"]
 

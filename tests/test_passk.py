@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from evaluation.passk import mean_pass_at_k, pass_at_k, powers_of_two
+from nca.evaluation.passk import mean_pass_at_k, pass_at_k, powers_of_two
 
 
 def brute_force(n: int, c: int, k: int) -> float:

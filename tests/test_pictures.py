@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis import complexity_plots as cp
-from analysis.viewer import band_rollouts
+from nca.analysis import complexity_plots as cp
+from nca.analysis.viewer import band_rollouts
 from nca.automaton.complexity import Band, rule_ratios
 from nca.automaton.config import NCAConfig
 from nca.automaton.render import gif_frames, label_width, labelled_strip, save_gif, stack, strip, to_rgb

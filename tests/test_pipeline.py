@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from nca.cli.errors import UsageError
-from tests.conftest import CONFIGS, StopAtStep, gpt_weights, run_cli, TINY_RUN, write_bpe
+from tests.helpers.cli import CONFIGS, run_cli, TINY_RUN
+from tests.helpers.models import gpt_weights, StopAtStep
+from tests.helpers.tokenizers import write_bpe
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader
 
-from lit_modules.causal_lm import CausalLM
-from lit_modules.probes import InductionProbe, figure_to_array, special_ids
-from lit_modules.visuals import NCAPictures, predicted_frames
+from nca.lit_modules.causal_lm import CausalLM
+from nca.lit_modules.probes import InductionProbe, figure_to_array, special_ids
+from nca.lit_modules.visuals import NCAPictures, predicted_frames
 from nca.automaton.complexity import Band
 from nca.automaton.config import NCAConfig
 from nca.automaton.stream import NCAStream
@@ -112,7 +112,7 @@ def test_probe_avoids_special_ids_and_rejects_bad_settings():
 
 
 def test_figure_to_array_gives_rgb_pixels():
-    from analysis.induction import heads_figure
+    from nca.analysis.induction import heads_figure
 
     image = figure_to_array(heads_figure([[0.1, 0.9]], [[-0.5, 0.5]], "t"))
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3

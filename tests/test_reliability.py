@@ -15,12 +15,14 @@ from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import (ModelCheckpoint, ModelSummary, RichModelSummary, RichProgressBar,
                                          TQDMProgressBar)
 
-from analysis.curves import load_scalars, version_dirs
-from lit_modules.causal_lm import CausalLM
-from lit_modules.guards import NonFiniteGuard, TrainingDiverged
-from lit_modules.progress import ProgressLine, QuietModelSummary, StepProgressBar, use_quiet_console
+from nca.analysis.curves import load_scalars, version_dirs
+from nca.lit_modules.causal_lm import CausalLM
+from nca.lit_modules.guards import NonFiniteGuard, TrainingDiverged
+from nca.lit_modules.progress import ProgressLine, QuietModelSummary, StepProgressBar, use_quiet_console
 from nca.cli import main
-from tests.conftest import PatternDataModule, TINY, toy_config, trainer
+from tests.helpers.cli import toy_config
+from tests.helpers.data import PatternDataModule
+from tests.helpers.models import TINY, trainer
 
 
 

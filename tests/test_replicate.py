@@ -16,10 +16,10 @@ import pytest
 import torch
 from lightning.pytorch import Callback
 
-from replication.config import Study, StageBudget, check_study
-from replication.launch import SlurmOptions, launch
-from replication.plan import OUT, Run, arm_labels, plan
-from replication.state import (DONE_FILE, SPEC_FILE, ConfigChanged, Status, check_unchanged, command_for, status,
+from nca.replication.config import Study, StageBudget, check_study
+from nca.replication.launch import SlurmOptions, launch
+from nca.replication.plan import OUT, Run, arm_labels, plan
+from nca.replication.state import (DONE_FILE, SPEC_FILE, ConfigChanged, Status, check_unchanged, command_for, status,
                                write_spec)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,7 +157,7 @@ def fit_in_process(args: list[str], out: Path, monkeypatch) -> StartProbe:
 
 @pytest.mark.slow
 def test_fresh_stage2_embedding_and_data_order_are_identical_across_arms(tmp_path, monkeypatch):
-    from replication.vocab import prepare_vocabulary
+    from nca.replication.vocab import prepare_vocabulary
 
     corpus = write_corpus(tmp_path / "owt.jsonl", 120, seed=0)
     study = Study(arms=["scratch", "nca"], bands=["50plus"], seeds=[3], model={"n_layer": 1, "n_embd": 32, "n_head": 2},
@@ -240,7 +240,7 @@ def test_smoke_preset_interrupted_resumed_idempotent_and_refusing_changes(tmp_pa
 def test_band_transfer_section_when_several_bands_ran(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
-    from replication.results import band_transfer_section
+    from nca.replication.results import band_transfer_section
 
     study = small_study(arms=["scratch", "nca"])
     runs = [r for r in plan(study, "v") if r.stage == 2]

@@ -8,14 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.nca import NCADataModule
-from datamodules.tokenizers import _byte_decoder
-from lit_modules.causal_lm import CausalLM
+from nca.datamodules.nca import NCADataModule
+from nca.datamodules.tokenizers import _byte_decoder
+from nca.lit_modules.causal_lm import CausalLM
 from nca.automaton.config import NCAConfig
 from nca.cli import main
 from nca.cli.sample import decode_frames, nca_settings
 from nca.automaton.tokenize import PatchTokenizer
-from tests.conftest import write_bpe
+from tests.helpers.tokenizers import write_bpe
 
 TINY = dict(n_layer=1, n_embd=32, n_head=4, block_size=64)
 AUTOMATON = NCAConfig(n_states=2, grid=4, patch=2)  # 4 patches of 16 ids: 6-token frames, 18 ids
@@ -112,7 +112,7 @@ def test_nca_model_draws_predicted_frames_beside_the_true_ones(nca_ckpt, tmp_pat
 
 
 def test_nca_settings_read_nested_and_flat_forms():
-    nested = {"class_path": "datamodules.nca.NCADataModule",
+    nested = {"class_path": "nca.datamodules.nca.NCADataModule",
               "init_args": {"nca": AUTOMATON.to_dict(), "band": None, "seed": 3, "seq_len": 59}}
     flat = {"init_args": {"n_states": 2, "grid": 4, "patch": 2, "hidden": [4, 16], "band": "30-40", "seq_len": 99}}
     assert nca_settings(nested) == (AUTOMATON, None, 3, 59)

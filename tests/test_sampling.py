@@ -5,19 +5,17 @@ import pytest
 import torch
 from litgpt.model import GPT
 
-from datamodules.tokenizers import _byte_decoder, load_tokenizer
-from lit_modules.causal_lm import build_config
-from lit_modules.sampling import SamplingConfig, filtered_probs, inverse_cdf, sample
+from nca.datamodules.tokenizers import _byte_decoder, load_tokenizer
+from nca.lit_modules.sampling import SamplingConfig, filtered_probs, inverse_cdf, sample
+from tests.helpers.models import tiny_gpt
 
 VOCAB = 50
 
 
-def tiny_gpt(block_size: int = 48, seed: int = 0) -> GPT:
+def peaky_gpt(block_size: int = 48, seed: int = 0) -> GPT:
     """fp32, grouped-query attention, a padded vocabulary (64 rows for 50 ids)."""
-    torch.manual_seed(seed)
-    config = build_config(dict(block_size=block_size, n_layer=2, n_embd=32, n_head=4, n_query_groups=2,
-                               intermediate_size=64, padded_vocab_size=64), VOCAB)
-    model = GPT(config).eval()
+    model = tiny_gpt(VOCAB, seed=seed, block_size=block_size, n_query_groups=2, intermediate_size=64,
+                     padded_vocab_size=64)
     with torch.no_grad():
         model.lm_head.weight.mul_(4)  # peakier distributions than the flat ones of a fresh init
     return model
@@ -58,7 +56,7 @@ class RowCounter:
 
 
 def test_greedy_equals_the_argmax_loop_with_refills_and_compaction():
-    model = tiny_gpt()
+    model = peaky_gpt()
     cfg = SamplingConfig(max_new_tokens=30, temperature=0.0)
     result = sample(model, PROMPTS, 3, cfg, batch_size=4)
     for prompt, per_prompt in zip(PROMPTS, result):
@@ -69,7 +67,7 @@ def test_greedy_equals_the_argmax_loop_with_refills_and_compaction():
 
 @pytest.mark.parametrize("top_p, top_k", [(1.0, None), (0.9, 10)])
 def test_a_sample_depends_only_on_seed_prompt_id_and_index(top_p, top_k):
-    model = tiny_gpt()
+    model = peaky_gpt()
     cfg = SamplingConfig(max_new_tokens=12, temperature=1.0, top_p=top_p, top_k=top_k)
     whole = sample(model, PROMPTS, 3, cfg, seed=7, batch_size=64)
     assert tokens(sample(model, PROMPTS, 3, cfg, seed=7, batch_size=1)) == tokens(whole)
@@ -83,9 +81,9 @@ def test_a_sample_depends_only_on_seed_prompt_id_and_index(top_p, top_k):
 
 
 def test_prompts_prefilled_alone_or_together_give_the_same_samples(monkeypatch):
-    import lit_modules.sampling as sampling
+    import nca.lit_modules.sampling as sampling
 
-    model = tiny_gpt()
+    model = peaky_gpt()
     counter = RowCounter(model)
     cfg = SamplingConfig(max_new_tokens=8, temperature=0.8)
     together = sample(model, PROMPTS, 2, cfg, seed=1)
@@ -96,7 +94,7 @@ def test_prompts_prefilled_alone_or_together_give_the_same_samples(monkeypatch):
 
 
 def test_bfloat16_model_samples_in_bfloat16():
-    model = tiny_gpt().to(torch.bfloat16)
+    model = peaky_gpt().to(torch.bfloat16)
     seen = []
     model.transformer.h[0].attn.register_forward_hook(lambda m, args, out: seen.append(m.kv_cache.k.dtype))
     out = sample(model, PROMPTS[:2], 2, SamplingConfig(max_new_tokens=6, top_k=8))
@@ -105,7 +103,7 @@ def test_bfloat16_model_samples_in_bfloat16():
 
 
 def test_first_tokens_follow_the_filtered_distribution():
-    model = tiny_gpt()
+    model = peaky_gpt()
     prompt = [1, 2, 3]
     with torch.inference_mode():
         logits = model(torch.tensor([prompt]))[0, -1, :VOCAB]
@@ -148,7 +146,7 @@ def test_inverse_cdf_picks_the_first_index_past_the_target_and_never_a_zero_weig
 
 
 def test_stop_ids_end_rows_early_and_finished_rows_stop_costing_compute():
-    model = tiny_gpt()
+    model = peaky_gpt()
     greedy = argmax_loop(model, PROMPTS[1], 30)
     stop = greedy[6]
     counter = RowCounter(model)
@@ -173,7 +171,7 @@ def letters(ids: list[int]) -> str:
 
 
 def test_stop_strings_cut_the_text_and_end_the_row():
-    model = tiny_gpt()
+    model = peaky_gpt()
     greedy = argmax_loop(model, PROMPTS[0], 30)
     text = letters(greedy)
     stop = text[8:10]
@@ -187,7 +185,7 @@ def test_stop_strings_cut_the_text_and_end_the_row():
 
 
 def test_max_new_tokens_never_passes_the_context():
-    model = tiny_gpt(block_size=24)
+    model = peaky_gpt(block_size=24)
     cfg = SamplingConfig(max_new_tokens=10, temperature=1.0)
     near_end, full, short = [5] * 21, [5] * 24, [5] * 14
     result = sample(model, [near_end, full, short], 2, cfg, batch_size=3)
@@ -199,7 +197,7 @@ def test_max_new_tokens_never_passes_the_context():
 
 
 def test_padded_vocabulary_rows_are_never_sampled():
-    model = tiny_gpt()
+    model = peaky_gpt()
     with torch.no_grad():
         model.lm_head.weight[VOCAB:] = 50.0  # rows past the vocabulary would win every argmax
     for temperature in (0.0, 1.0):
@@ -208,7 +206,7 @@ def test_padded_vocabulary_rows_are_never_sampled():
 
 
 def test_progress_counts_every_finished_sample():
-    model = tiny_gpt(block_size=24)
+    model = peaky_gpt(block_size=24)
     seen = []
     sample(model, [[1, 2], [5] * 24], 3, SamplingConfig(max_new_tokens=4), batch_size=2, progress=seen.append)
     assert sum(seen) == 6 and all(k > 0 for k in seen)
@@ -223,7 +221,7 @@ def test_progress_counts_every_finished_sample():
     (dict(prompts=[[1]], cfg=SamplingConfig(stop_strings=("x",))), "need decode"),
 ])
 def test_bad_input_fails_before_any_model_call(kwargs, message):
-    model = tiny_gpt()
+    model = peaky_gpt()
     counter = RowCounter(model)
     args = dict(n=1, cfg=SamplingConfig()) | kwargs
     with pytest.raises(ValueError, match=message):
@@ -255,7 +253,7 @@ def test_text_tokenizer_decodes_what_it_encodes(tmp_path):
 
 @pytest.mark.cuda
 def test_cuda_greedy_matches_and_bf16_runs():
-    model = tiny_gpt().cuda()
+    model = peaky_gpt().cuda()
     cfg = SamplingConfig(max_new_tokens=20, temperature=0.0)
     result = sample(model, PROMPTS, 2, cfg, batch_size=3)
     assert tokens(result)[1][0] == argmax_loop(model, PROMPTS[1], 20)

@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from evaluation import sandbox as sandbox_module
-from evaluation.sandbox import Job, Limits, Sandbox, detect_isolation, run
+from nca.evaluation import sandbox as sandbox_module
+from nca.evaluation.sandbox import Job, Limits, Sandbox, detect_isolation, run
 
 ISOLATION = detect_isolation()
 needs_bwrap = pytest.mark.skipif(ISOLATION != "bwrap", reason="bubblewrap cannot create namespaces here")

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from datamodules.shards import CorpusError, Manifest, ShardWriter, TokenShards, smallest_dtype, verify_corpus
+from nca.datamodules.shards import CorpusError, Manifest, ShardWriter, TokenShards, smallest_dtype, verify_corpus
 
 
 def test_write_read_round_trip_across_shards(tmp_path):
@@ -91,7 +91,7 @@ def test_layout_is_checked_on_open_and_old_manifests_without_checksums_still_ver
 
 
 def test_training_rows_verify_the_corpus_before_reading(tmp_path):
-    from datamodules.streaming import ShardRows
+    from nca.datamodules.streaming import ShardRows
 
     c = small_corpus(tmp_path / "c")
     edit_manifest(c, vocab_size=10)

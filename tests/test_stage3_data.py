@@ -11,11 +11,13 @@ import tarfile
 import pytest
 import torch
 
-from datamodules.bbl import BBLDataModule, load_tasks, split_tasks
-from datamodules.gsm8k import GSM8KDataModule, load_split, parse_example
-from datamodules.prompts import fit_row, pack_row
-from datamodules.tokenizers import load_tokenizer
-from tests.conftest import gsm8k_record, parse, write_bbl, write_gsm8k, write_tokenizer
+from nca.datamodules.bbl import BBLDataModule, load_tasks, split_tasks
+from nca.datamodules.gsm8k import GSM8KDataModule, load_split, parse_example
+from nca.datamodules.prompts import fit_row, pack_row
+from nca.datamodules.tokenizers import load_tokenizer
+from tests.helpers.cli import parse
+from tests.helpers.data import gsm8k_record, write_bbl, write_gsm8k
+from tests.helpers.tokenizers import write_tokenizer
 
 IGNORE = -100
 

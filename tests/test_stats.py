@@ -1,4 +1,4 @@
-"""Seed statistics (analysis.stats) and the report's numbers (analysis.report) against values worked out by hand."""
+"""Seed statistics (nca.analysis.stats) and the report's numbers (nca.analysis.report) against values worked out by hand."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from analysis.report import build_report, direction, markdown, paper_arm
-from analysis.stats import mean_interval, paired_difference, verdict
+from nca.analysis.report import build_report, direction, markdown, paper_arm
+from nca.analysis.stats import mean_interval, paired_difference, verdict
 
 
 def test_mean_interval_matches_the_t_formula_and_scipy():

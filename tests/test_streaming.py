@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from datamodules.dyck import DyckDataModule
-from datamodules.nca import NCADataModule
-from datamodules.shards import ShardWriter
-from datamodules.streaming import ShardRows
-from datamodules.text import TextDataModule
+from nca.datamodules.dyck import DyckDataModule
+from nca.datamodules.nca import NCADataModule
+from nca.datamodules.shards import ShardWriter
+from nca.datamodules.streaming import ShardRows
+from nca.datamodules.text import TextDataModule
 from nca.automaton.config import NCAConfig
-from tests.conftest import documents, write_jsonl
+from tests.helpers.data import documents, write_jsonl
 
 MAKERS = {
     "dyck": lambda: DyckDataModule(seq_len=8, batch_size=2, num_workers=0, seed=3),

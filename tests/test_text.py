@@ -10,10 +10,10 @@ import types
 import pytest
 import torch
 
-import datamodules.text as text
-from datamodules.shards import TokenShards
-from datamodules.text import TextDataModule, document_position, is_hf_name, is_validation, read_documents
-from tests.conftest import documents, write_jsonl
+import nca.datamodules.text as text
+from nca.datamodules.shards import TokenShards
+from nca.datamodules.text import TextDataModule, document_position, is_hf_name, is_validation, read_documents
+from tests.helpers.data import documents, write_jsonl
 
 
 def stream(tok, docs):

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from datamodules import tokenizers
-from datamodules.tokenizers import load_tokenizer
-from tests.conftest import TO_CHAR, write_bpe
+from nca.datamodules import tokenizers
+from nca.datamodules.tokenizers import load_tokenizer
+from tests.helpers.tokenizers import TO_CHAR, write_bpe
 
 SHARED_GPT2 = Path(os.environ.get("NCA_SHARED_DATA", "/work/shared/data")) / "gpt2_tokenizer"
 

@@ -3,39 +3,26 @@
 from __future__ import annotations
 
 import lightning as L
-import litgpt
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 from litgpt.model import GPT
 
-from lit_modules.checkpoint import read_checkpoint
-from lit_modules.transfer import (
+from nca.lit_modules.checkpoint import read_checkpoint
+from nca.lit_modules.transfer import (
     TransferReport,
     load_stage_weights,
     select_parameters,
     summarize_names,
 )
+from tests.helpers.models import tiny_gpt
 
 EMBEDDINGS = {"transformer.wte.weight", "lm_head.weight"}
 
 
-def tiny_config(vocab: int = 64, n_layer: int = 2, n_embd: int = 32) -> litgpt.Config:
-    return litgpt.Config(
-        n_layer=n_layer, n_embd=n_embd, n_head=4, padded_vocab_size=vocab, vocab_size=vocab, block_size=32,
-        bias=False, norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", intermediate_size=64,
-        rotary_percentage=1.0, parallel_residual=False,
-    )
-
-
-def random_gpt(seed: int, **config) -> GPT:
+def random_gpt(seed: int, vocab: int = 64, **sizes) -> GPT:
     """A GPT whose every tensor (norms included) is random, so carried and fresh values always differ."""
-    torch.manual_seed(seed)
-    model = GPT(tiny_config(**config))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_()
-    return model
+    return tiny_gpt(vocab, seed=seed, intermediate_size=64, padded_vocab_size=vocab, randomize=True, **sizes).train()
 
 
 class TinyLM(L.LightningModule):
@@ -332,8 +319,8 @@ class TinyTextData(L.LightningDataModule):
 
 
 def test_load_model_rebuilds_the_trained_gpt_with_its_data_settings(tmp_path):
-    from lit_modules.causal_lm import CausalLM
-    from lit_modules.checkpoint import load_model
+    from nca.lit_modules.causal_lm import CausalLM
+    from nca.lit_modules.checkpoint import load_model
 
     module = CausalLM(config=dict(n_layer=1, n_embd=32, n_head=4, block_size=16), vocab_size=40, warmup_steps=1)
     trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,

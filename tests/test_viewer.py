@@ -1,4 +1,4 @@
-"""analysis.viewer: the self-contained page embeds exactly the Python rollouts, and in a real headless
+"""nca.analysis.viewer: the self-contained page embeds exactly the Python rollouts, and in a real headless
 Chromium it loads without errors, draws, changes rule on a click and shows each rule's frames as rolled out."""
 
 import base64
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import viewer
+from nca.analysis import viewer
 from nca.automaton.config import NCAConfig
 from nca.automaton.rng import Domain, hash_keys
 from nca.automaton.rules import sample_rules
@@ -22,7 +22,7 @@ BANDS, RULES, FRAMES, SEED = ["0.1-0.45", "45+"], 3, 5, 2
 
 
 def python_rollout(rule_id: int) -> np.ndarray:
-    """The rollout the previews promise for a rule id, computed here without analysis.viewer."""
+    """The rollout the previews promise for a rule id, computed here without nca.analysis.viewer."""
     ids = torch.tensor([rule_id])
     return Simulator(sample_rules(ids, CFG, SEED), CFG).rollout(hash_keys(SEED, Domain.PREVIEW, ids), FRAMES)[0].numpy()
 

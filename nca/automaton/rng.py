@@ -29,7 +29,7 @@ class Domain(IntEnum):
     POOL_TRAJECTORY = 33
     POOL_PERMUTATION = 34
     PREVIEW = 99  # pictures for people
-    SAMPLING = 101  # language-model sampling (lit_modules.sampling)
+    SAMPLING = 101  # language-model sampling (nca.lit_modules.sampling)
 
 _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as signed int64
 _M1 = -4658895280553007687  # 0xBF58476D1CE4E5B9

@@ -20,8 +20,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "generate": ("nca.cli.data:generate", "write an NCA token corpus (memmap shards + manifest)"),
     "preview": ("nca.cli.data:preview", "PNG strips and GIFs of rules in each complexity band"),
     "complexity": ("nca.cli.data:complexity", "gzip-ratio distribution of random rules; band of a text file"),
-    "curves": ("analysis.curves:main", "TensorBoard curves of runs, final values and convergence speed-ups"),
-    "token-stats": ("analysis.token_stats:main", "entropy, distinct ids and gzip ratio of token corpora"),
+    "curves": ("nca.analysis.curves:main", "TensorBoard curves of runs, final values and convergence speed-ups"),
+    "token-stats": ("nca.analysis.token_stats:main", "entropy, distinct ids and gzip ratio of token corpora"),
     "induction": ("nca.cli.induction:main", "induction-head scores (prefix matching, copying) and ICL curves of checkpoints"),
     "export": ("nca.cli.export:main", "a checkpoint as a litgpt or Hugging Face (Llama) model directory"),
     "sample": ("nca.cli.sample:main", "completions of a text model; an NCA model's predicted frames beside the true ones"),
@@ -54,10 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"nca: unknown verb {verb!r}; `nca --help` lists the verbs", file=sys.stderr)
         return 2
+    from nca.cli.configs import resolve_config_args
     from nca.cli.errors import UsageError
 
     try:
-        return load(verb)(rest)
+        return load(verb)(resolve_config_args(rest))
     except UsageError as err:
         print(f"nca {verb}: error: {err}", file=sys.stderr)
         return 2

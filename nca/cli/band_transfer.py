@@ -1,4 +1,4 @@
-"""``nca band-transfer``: the band-transfer picture and table from labelled stage-2 runs (analysis.band_transfer)."""
+"""``nca band-transfer``: the band-transfer picture and table from labelled stage-2 runs (nca.analysis.band_transfer)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from analysis import band_transfer as bt
+from nca.analysis import band_transfer as bt
 
 
 def _fmt(summary: dict, scale: float, spec: str) -> str:

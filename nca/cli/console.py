@@ -8,7 +8,7 @@ import warnings
 
 from lightning.pytorch import Trainer
 
-from lit_modules.progress import use_quiet_console
+from nca.lit_modules.progress import use_quiet_console
 
 # (message regex, why it does not apply)
 IGNORED_WARNINGS = (

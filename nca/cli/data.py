@@ -70,8 +70,8 @@ def write_corpus(out: str, tokens: float, band: Optional[str] = PAPER_BAND, seq_
     """
     from tqdm import tqdm
 
-    from datamodules.shards import ShardWriter
-    from datamodules.streaming import NumberedBatches
+    from nca.datamodules.shards import ShardWriter
+    from nca.datamodules.streaming import NumberedBatches
     from nca.automaton.pool import RulePool
     from nca.automaton.stream import NCAStream
 
@@ -138,7 +138,7 @@ def render_previews(out: Optional[str] = None, bands: list[str] = PAPER_BANDS, r
         device: where rollouts run.
         html: directory for viewer.html: the same rollouts playing in a browser, offline.
     """
-    from analysis.viewer import PAGE_NAME, band_rollouts, render_page, viewer_data
+    from nca.analysis.viewer import PAGE_NAME, band_rollouts, render_page, viewer_data
     from nca.automaton.render import label_width, labelled_strip, save_gif, stack
 
     if out is None and html is None:
@@ -177,7 +177,7 @@ def text_ratios(path: Path, tokenizer: str, window: int) -> np.ndarray:
     """gzip ratios of a file's token ids (int32 bytes), in windows as long as one NCA probe rollout."""
     if not path.is_file():
         raise FileNotFoundError(f"--file {path} does not exist")
-    from datamodules.tokenizers import load_tokenizer
+    from nca.datamodules.tokenizers import load_tokenizer
 
     ids = np.asarray(load_tokenizer(tokenizer).encode(path.read_text(encoding="utf-8", errors="replace")), dtype=np.int64)
     if len(ids) < window:
@@ -206,7 +206,7 @@ def measure_complexity(rules: int = 1024, bands: list[str] = PAPER_BANDS, out: O
         sweep: complexity knobs to sweep on top of --nca, e.g. '{n_states: [2, 4, 10], grid: [8, 12], patch: [2]}':
             band pass rates of every combination.
     """
-    from analysis.complexity_plots import plot_histogram, plot_sweep, sweep_configs, sweep_pass_rates
+    from nca.analysis.complexity_plots import plot_histogram, plot_sweep, sweep_configs, sweep_pass_rates
 
     cfg, texts, files = nca, bands, [Path(f) for f in file]
     bands = [Band.parse(b) for b in texts]

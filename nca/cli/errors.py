@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Optional
 
-PROJECT = Path(__file__).resolve().parents[2]
+PACKAGE = Path(__file__).resolve().parents[1]  # the nca package, in a checkout or in site-packages
 # Raised on purpose by the project's own checks (``raise ValueError("... set X ...")``).
 KNOWN = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
 
@@ -25,7 +25,7 @@ def raised_on_purpose(err: BaseException) -> bool:
     while tb.tb_next is not None:
         tb = tb.tb_next
     filename = Path(tb.tb_frame.f_code.co_filename).resolve()
-    if PROJECT not in filename.parents or "site-packages" in filename.parts:
+    if PACKAGE not in filename.parents:
         return False
     return linecache.getline(str(filename), tb.tb_lineno).strip().startswith("raise ")
 
@@ -41,7 +41,7 @@ def _chain(err: BaseException) -> Iterable[BaseException]:
 def user_error(err: BaseException, recorded: Iterable[BaseException] = ()) -> Optional[str]:
     """The message of a known user error behind ``err`` (or behind an error a constructor raised while
     jsonargparse built the objects, ``recorded``), or None when ``err`` is a bug."""
-    from lit_modules.guards import TrainingDiverged
+    from nca.lit_modules.guards import TrainingDiverged
 
     for candidate in [*recorded, *_chain(err)]:
         if isinstance(candidate, TrainingDiverged) or (isinstance(candidate, KNOWN) and raised_on_purpose(candidate)):

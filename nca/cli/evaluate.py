@@ -8,7 +8,7 @@
 Defaults are the paper's settings per task (``PAPER``). ``--stage generate`` only writes completions (on the
 GPU box), ``--stage score`` only scores them (the same command elsewhere; the checkpoint is not read); the
 default does both. Rerunning a command continues its evaluation; other settings in the same folder are
-refused. See ``evaluation.runner`` for the folder's files.
+refused. See ``nca.evaluation.runner`` for the folder's files.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def parser() -> argparse.ArgumentParser:
 
 def make_task(args: argparse.Namespace):
     if args.task == "gsm8k":
-        from evaluation.gsm8k import GSM8KTask
+        from nca.evaluation.gsm8k import GSM8KTask
 
         return GSM8KTask(args.data or "openai/gsm8k", args.exemplars, args.exemplar_split, args.prompt_style,
                          args.score_truncated, args.seed, args.limit)
@@ -83,10 +83,10 @@ def make_task(args: argparse.Namespace):
                          + ("HumanEval.jsonl.gz or 'openai_humaneval'" if args.task == "humaneval"
                             else "the BIG-bench task JSON (.tar.xz or directory)"))
     if args.task == "humaneval":
-        from evaluation.humaneval_task import HumanEvalTask
+        from nca.evaluation.humaneval_task import HumanEvalTask
 
         return HumanEvalTask(args.data, args.stops, args.workers, args.timeout, args.limit)
-    from evaluation.bbl import BBLTask
+    from nca.evaluation.bbl import BBLTask
 
     return BBLTask(args.data, args.mode, args.chance, args.tasks, args.max_per_task,
                    min_train_examples=args.min_train_examples, limit=args.limit)
@@ -115,8 +115,8 @@ def load(args: argparse.Namespace):
     """(LoadedModel, tokenizer) for generation."""
     import torch
 
-    from datamodules.tokenizers import load_tokenizer
-    from lit_modules.checkpoint import load_model
+    from nca.datamodules.tokenizers import load_tokenizer
+    from nca.lit_modules.checkpoint import load_model
 
     device = device_of(args)
     dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else None
@@ -132,15 +132,15 @@ def load(args: argparse.Namespace):
 
 
 def checkpoint_step(path: str) -> int:
-    from lit_modules.checkpoint import read_meta
+    from nca.lit_modules.checkpoint import read_meta
 
     return int(read_meta(path).get("global_step", 0)) if Path(path).exists() else 0
 
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    from evaluation.records import SettingsMismatch, check_settings
-    from evaluation.runner import check_folder, default_folder
+    from nca.evaluation.records import SettingsMismatch, check_settings
+    from nca.evaluation.runner import check_folder, default_folder
 
     try:
         if args.limit is not None and args.limit < 1:
@@ -158,7 +158,7 @@ def main(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError, SettingsMismatch) as err:
         print(f"nca evaluate: {err}", file=sys.stderr)
         return 2
-    from evaluation import runner
+    from nca.evaluation import runner
 
     print(f"{args.task}: {len(problems)} problems x {gen['n']} samples -> {folder}")
     if getattr(task, "used_tasks", None):
@@ -179,11 +179,11 @@ def perplexity(args: argparse.Namespace, folder: Path) -> int:
 
     from tqdm.auto import tqdm
 
-    from evaluation.perplexity import perplexity as measure
-    from evaluation.perplexity import text_datamodule
-    from evaluation.records import check_settings, write_json
-    from evaluation.runner import RESULTS, TENSORBOARD, log_scalars, table
-    from lit_modules.checkpoint import load_model
+    from nca.evaluation.perplexity import perplexity as measure
+    from nca.evaluation.perplexity import text_datamodule
+    from nca.evaluation.records import check_settings, write_json
+    from nca.evaluation.runner import RESULTS, TENSORBOARD, log_scalars, table
+    from nca.lit_modules.checkpoint import load_model
 
     loaded = load_model(args.ckpt, device=device_of(args))
     dm = text_datamodule(loaded.data, args.data, args.tokenizer, args.cache_dir, args.batch_size)

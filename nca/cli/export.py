@@ -8,7 +8,7 @@ import warnings
 
 
 def main(argv: list[str]) -> int:
-    from lit_modules.export import DTYPES, FORMATS
+    from nca.lit_modules.export import DTYPES, FORMATS
 
     p = argparse.ArgumentParser(
         prog="nca export",
@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="dtype of the written weights")
     a = p.parse_args(argv)
 
-    from lit_modules.export import export_checkpoint
+    from nca.lit_modules.export import export_checkpoint
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

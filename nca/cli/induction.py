@@ -31,7 +31,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="output directory (must not exist yet)")
     p.add_argument("--data", default="auto",
                    help="'nca' (held-out NCA rows of the checkpoint's own data settings), a local text corpus "
-                        "(files, directory or glob read by datamodules.text), or 'auto' = nca for NCA checkpoints")
+                        "(files, directory or glob read by nca.datamodules.text), or 'auto' = nca for NCA checkpoints")
     p.add_argument("--tokenizer", help="text tokenizer (default: the one the checkpoint recorded)")
     p.add_argument("--text_field", default="text", help="field of JSON lines / parquet records holding the text")
     p.add_argument("--documents", type=int, default=32, help="text documents (of >= late + 1 tokens) to average over")
@@ -64,7 +64,7 @@ class TextCorpus:
     """Documents of a local corpus, tokenised once per tokenizer; also the token frequency table."""
 
     def __init__(self, source: str, text_field: str):
-        from datamodules.text import is_hf_name, resolve_files
+        from nca.datamodules.text import is_hf_name, resolve_files
 
         if is_hf_name(source):
             raise ValueError(f"--data {source!r} looks like a Hugging Face name; nca induction reads local files only")
@@ -75,8 +75,8 @@ class TextCorpus:
     def tokens(self, spec: str, length: int, limit: int):
         """(documents with >= length ids (at most limit), id counts over the documents read until then, eot id)."""
         if spec not in self._cache:
-            from datamodules.text import read_documents
-            from datamodules.tokenizers import load_tokenizer
+            from nca.datamodules.text import read_documents
+            from nca.datamodules.tokenizers import load_tokenizer
 
             tok = load_tokenizer(spec)
             counts = np.zeros(tok.vocab_size, dtype=np.int64)
@@ -96,9 +96,9 @@ class TextCorpus:
 
 def measure(path: str, a: argparse.Namespace, corpus: TextCorpus | None) -> dict:
     """Every number of one checkpoint."""
-    from analysis.icl import document_rows, icl_summary, nca_rows, nca_summary, token_losses
-    from analysis.induction import candidate_ids, induction_report, repeated_random_tokens
-    from lit_modules.checkpoint import load_model
+    from nca.analysis.icl import document_rows, icl_summary, nca_rows, nca_summary, token_losses
+    from nca.analysis.induction import candidate_ids, induction_report, repeated_random_tokens
+    from nca.lit_modules.checkpoint import load_model
 
     loaded = load_model(path, device=a.device)
     model, cfg = loaded.model, loaded.config
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
-    from analysis.induction import heads_figure
+    from nca.analysis.induction import heads_figure
 
     a.out.mkdir(parents=True)
     for label, r in results.items():

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from lit_modules.checkpoint import is_intact, newest_intact
+from nca.lit_modules.checkpoint import is_intact, newest_intact
 from nca.cli.errors import UsageError
 
 SPECIAL_CKPT = ("best", "hpc", "registry")  # Lightning's own names, resolved by Lightning

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from replication.config import Study, check_study, study_from_dict
-from replication.launch import SlurmOptions, launch, pending
+from nca.replication.config import Study, check_study, study_from_dict
+from nca.replication.launch import SlurmOptions, launch, pending
 
 STUDY_FILE = "study.json"
 
@@ -47,9 +47,9 @@ def main(argv: list[str]) -> int:
         if args.launcher not in ("local", "slurm") or args.jobs < 1 or args.threads_per_job < 1:
             raise ValueError(f"--launcher must be local or slurm and --jobs/--threads_per_job >= 1, got "
                              f"{args.launcher!r}, {args.jobs}, {args.threads_per_job}")
-        from replication.plan import plan
-        from replication.state import check_unchanged, status
-        from replication.vocab import prepare_vocabulary
+        from nca.replication.plan import plan
+        from nca.replication.state import check_unchanged, status
+        from nca.replication.vocab import prepare_vocabulary
 
         if args.dry_run:
             runs = plan(study, "(vocabulary not built)")
@@ -71,9 +71,9 @@ def main(argv: list[str]) -> int:
         print(f"nca replicate: {len(failed)} run(s) failed: {', '.join(failed)}; fix and call again "
               "(finished runs are kept)", file=sys.stderr)
         return 1
-    from datamodules.tokenizers import load_tokenizer
-    from replication.evaluate import induction_section
-    from replication.results import build
+    from nca.datamodules.tokenizers import load_tokenizer
+    from nca.replication.evaluate import induction_section
+    from nca.replication.results import build
 
     vocab_size = load_tokenizer(vocab_dir).vocab_size
     induction = induction_section(study, runs, out) if study.evaluation.induction else []

@@ -1,10 +1,10 @@
 """``nca sample``: completions of a text model, or frames an NCA model predicts beside the true ones.
 
 A text model (stage 2/3) continues ``--prompt`` n times and prints the completions (``--out`` also writes them
-as JSON lines). A stage-1 model (trained on ``datamodules.nca.NCADataModule``) is given the first
+as JSON lines). A stage-1 model (trained on ``nca.datamodules.nca.NCADataModule``) is given the first
 ``--context_frames`` frames of a held-out trajectory (the validation split's rules, never seen in training),
 continues for ``--frames`` frames, and the true and predicted frames are drawn side by side in a PNG, with
-each frame's token accuracy printed. Sampling is ``lit_modules.sampling.sample`` (deterministic by seed).
+each frame's token accuracy printed. Sampling is ``nca.lit_modules.sampling.sample`` (deterministic by seed).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from jsonargparse import CLI
 
 from nca.cli.errors import UsageError
 
-NCA_DATAMODULE = "datamodules.nca.NCADataModule"
+NCA_DATAMODULE = "nca.datamodules.nca.NCADataModule"
 
 
 def main(argv: list[str]) -> int:
@@ -33,7 +33,7 @@ def sample_checkpoint(ckpt: str, prompt: Optional[str] = None, n: int = 1, tempe
                       stop_at_eot: bool = True, context_frames: int = 4, frames: int = 4, index: int = 0,
                       device: str = "cpu", dtype: Literal["auto", "float32", "bfloat16"] = "auto",
                       batch_size: int = 64) -> int:
-    """Sample from a checkpoint (any format lit_modules.checkpoint reads).
+    """Sample from a checkpoint (any format nca.lit_modules.checkpoint reads).
 
     Args:
         ckpt: a Lightning .ckpt, sharded FSDP directory or litgpt checkpoint.
@@ -56,8 +56,8 @@ def sample_checkpoint(ckpt: str, prompt: Optional[str] = None, n: int = 1, tempe
         dtype: auto (bfloat16 on cuda, float32 on cpu), float32 or bfloat16.
         batch_size: rows decoded together.
     """
-    from lit_modules.checkpoint import load_model
-    from lit_modules.sampling import SamplingConfig
+    from nca.lit_modules.checkpoint import load_model
+    from nca.lit_modules.sampling import SamplingConfig
 
     if not Path(ckpt).expanduser().exists():
         raise UsageError(f"--ckpt {ckpt} does not exist")
@@ -88,7 +88,7 @@ def sample_checkpoint(ckpt: str, prompt: Optional[str] = None, n: int = 1, tempe
 
 
 def _tokenizer(loaded, override: Optional[str]):
-    from datamodules.tokenizers import load_tokenizer
+    from nca.datamodules.tokenizers import load_tokenizer
 
     spec = override or loaded.tokenizer_spec
     if spec is None:
@@ -105,7 +105,7 @@ def _tokenizer(loaded, override: Optional[str]):
 
 
 def complete_text(model, tokenizer, prompt: str, cfg, n: int, seed: int, out: Optional[str], batch_size: int) -> int:
-    from lit_modules.sampling import sample
+    from nca.lit_modules.sampling import sample
 
     ids = tokenizer.encode(prompt) or [tokenizer.eot_id]  # an empty prompt starts a document
     if len(ids) > model.config.block_size:
@@ -160,7 +160,7 @@ def decode_frames(tokens: torch.Tensor, tokenizer) -> tuple[torch.Tensor, torch.
 
 def continue_trajectory(loaded, cfg, n: int, seed: int, context_frames: int, frames: int, index: int, out: Path,
                         batch_size: int) -> int:
-    from lit_modules.sampling import SamplingConfig, sample
+    from nca.lit_modules.sampling import SamplingConfig, sample
     from nca.automaton.render import labelled_strip
     from nca.automaton.stream import NCAStream
     from nca.automaton.tokenize import PatchTokenizer

@@ -24,13 +24,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback, _InstantiatorFn
 
 # The project's DataModules, imported so that `--data NCADataModule` (a short class name) resolves.
-import datamodules.bbl  # noqa: F401
-import datamodules.dyck  # noqa: F401
-import datamodules.gsm8k  # noqa: F401
-import datamodules.nca  # noqa: F401
-import datamodules.text  # noqa: F401
-from lit_modules.causal_lm import CausalLM
-from lit_modules.guards import NonFiniteGuard
+import nca.datamodules.bbl  # noqa: F401
+import nca.datamodules.dyck  # noqa: F401
+import nca.datamodules.gsm8k  # noqa: F401
+import nca.datamodules.nca  # noqa: F401
+import nca.datamodules.text  # noqa: F401
+from nca.lit_modules.causal_lm import CausalLM
+from nca.lit_modules.guards import NonFiniteGuard
 from nca.cli import console, preflight
 from nca.cli.errors import UsageError, user_error
 

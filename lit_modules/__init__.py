@@ -1,3 +1,0 @@
-from lit_modules.causal_lm import CausalLM, ModelConfig
-
-__all__ = ["CausalLM", "ModelConfig"]

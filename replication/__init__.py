@@ -1,2 +1,0 @@
-"""`nca replicate`: the paper's arm comparison as a seeded study (config.py -> plan.py -> launch.py, with state.py
-keeping it idempotent), then the report (results.py, evaluate.py; statistics in analysis.stats/analysis.report)."""
