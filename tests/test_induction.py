@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from litgpt.model import GPT
 
-from nca.analysis.icl import document_rows, frame_losses, icl_summary, nca_rows, nca_stream_settings, nca_summary, token_losses
+from nca.analysis.icl import document_rows, frame_losses, icl_summary, nca_rows, nca_summary, token_losses
 from nca.analysis.induction import (
     attention_scores,
     candidate_ids,
@@ -229,23 +229,6 @@ def test_frame_losses_average_the_targets_of_each_frame():
     losses = (10.0 - (position // frame_len).float()).repeat(2, 1)
     assert frame_losses(losses, frame_len).tolist() == [10.0, 9.0, 8.0]
     assert nca_summary(losses, frame_len)["frame_slope"] == pytest.approx(-1.0)
-
-
-def test_nca_settings_read_nested_flat_and_config_layouts():
-    nested = {"class_path": "nca.datamodules.nca.NCADataModule",
-              "init_args": {"nca": {"n_states": 3, "grid": 4, "patch": 2}, "seq_len": 30, "band": None, "seed": 2}}
-    flat = {"class_path": "nca.datamodules.nca.NCADataModule", "init_args": {"n_states": 3, "grid": 4, "patch": 2}}
-    obj = {"class_path": "nca.datamodules.nca.NCADataModule", "init_args": {"nca": NCAConfig(n_states=3, grid=4, patch=2)}}
-    for data in (nested, flat, obj):
-        cfg = nca_stream_settings(data)["cfg"]
-        assert (cfg.n_states, cfg.grid, cfg.patch) == (3, 4, 2)
-    assert nca_stream_settings(nested)["seq_len"] == 30
-    with pytest.raises(ValueError, match="not NCA"):
-        nca_stream_settings({"class_path": "nca.datamodules.text.TextDataModule"})
-    rows, tok = nca_rows(nested, sequences=2)
-    assert rows.shape == (2, 31) and (rows[:, :: tok.frame_len] == tok.start_id).all()
-    with pytest.raises(ValueError, match="--seq_len"):
-        nca_rows(flat, sequences=1)
 
 
 # ------------------------------------------------------------------------------------------------ CLI

@@ -13,7 +13,7 @@ from nca.datamodules.tokenizers import _byte_decoder
 from nca.lit_modules.causal_lm import CausalLM
 from nca.automaton.config import NCAConfig
 from nca.cli import main
-from nca.cli.sample import decode_frames, nca_settings
+from nca.cli.sample import decode_frames
 from nca.automaton.tokenize import PatchTokenizer
 from tests.helpers.tokenizers import write_bpe
 
@@ -109,14 +109,6 @@ def test_nca_model_draws_predicted_frames_beside_the_true_ones(nca_ckpt, tmp_pat
                 "--out", str(tmp_path / "x.png")]
     assert main(too_long) == 2 and "context" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
-
-
-def test_nca_settings_read_nested_and_flat_forms():
-    nested = {"class_path": "nca.datamodules.nca.NCADataModule",
-              "init_args": {"nca": AUTOMATON.to_dict(), "band": None, "seed": 3, "seq_len": 59}}
-    flat = {"init_args": {"n_states": 2, "grid": 4, "patch": 2, "hidden": [4, 16], "band": "30-40", "seq_len": 99}}
-    assert nca_settings(nested) == (AUTOMATON, None, 3, 59)
-    assert nca_settings(flat) == (AUTOMATON, "30-40", 0, 99)
 
 
 def test_decode_frames_marks_tokens_that_are_not_patches():

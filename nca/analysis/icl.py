@@ -100,39 +100,15 @@ def nca_summary(losses: torch.Tensor, frame_len: int) -> dict:
     }
 
 
-def nca_stream_settings(data: dict) -> dict:
-    """NCAStream keywords (cfg, seq_len, band, seed) from a checkpoint's recorded DataModule.
-
-    Reads both layouts of ``NCADataModule``'s arguments: the automaton nested under ``nca`` (an ``NCAConfig``
-    or its dict) or flat (``n_states``, ``grid``, ...). Missing settings take the defaults (the paper's).
-    """
-    from nca.automaton.config import NCAConfig
-
-    if not str(data.get("class_path", "")).endswith("NCADataModule"):
-        raise ValueError(f"the checkpoint was trained on {data.get('class_path') or 'unrecorded data'}, not NCA: give --data a text corpus")
-    args = dict(data.get("init_args") or {})
-    nested = args.get("nca")
-    if isinstance(nested, NCAConfig):
-        cfg = nested
-    else:
-        fields = dict(nested) if isinstance(nested, dict) else args
-        known = ("n_states", "grid", "patch", "hidden", "temperature", "identity_bias", "burn_in")
-        cfg = NCAConfig(**{k: (tuple(fields[k]) if k == "hidden" else fields[k]) for k in known if k in fields})
-    out = {"cfg": cfg, "band": args.get("band", (0.5, 1.0)), "seed": int(args.get("seed", 0))}
-    if "seq_len" in args:
-        out["seq_len"] = int(args["seq_len"])
-    return out
-
-
-def nca_rows(data: dict, sequences: int, seq_len: int | None = None):
+def nca_rows(provenance, sequences: int, seq_len: int | None = None):
     """(rows [N, seq_len + 1], PatchTokenizer) of held-out rules (``split="val"``, a fresh rule per row), made
-    with the automaton, band and seed the checkpoint recorded; ``seq_len`` overrides the recorded length."""
+    with the automaton, band and seed the checkpoint recorded (``Provenance.nca()``); ``seq_len`` overrides the
+    recorded length."""
     from nca.automaton.stream import NCAStream
 
-    settings = nca_stream_settings(data)
-    recorded = settings.pop("seq_len", None)
-    length = seq_len or recorded
+    settings = provenance.nca()
+    length = seq_len or settings.seq_len
     if length is None:
         raise ValueError("the checkpoint records no NCA seq_len: pass --seq_len (the training data.init_args.seq_len)")
-    stream = NCAStream(seq_len=int(length), split="val", **settings)
+    stream = NCAStream(seq_len=int(length), split="val", **settings.stream_kwargs())
     return stream.rows(torch.arange(sequences)), stream.tokenizer

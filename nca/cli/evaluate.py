@@ -186,7 +186,7 @@ def perplexity(args: argparse.Namespace, folder: Path) -> int:
     from nca.lit_modules.checkpoint import load_model
 
     loaded = load_model(args.ckpt, device=device_of(args))
-    dm = text_datamodule(loaded.data, args.data, args.tokenizer, args.cache_dir, args.batch_size)
+    dm = text_datamodule(loaded.provenance, args.data, args.tokenizer, args.cache_dir, args.batch_size)
     if dm.vocab_size > loaded.config.padded_vocab_size:
         raise ValueError(f"the corpus tokenizer has {dm.vocab_size} ids but the model only "
                          f"{loaded.config.padded_vocab_size} rows: give the model's own --tokenizer")

@@ -102,9 +102,8 @@ def measure(path: str, a: argparse.Namespace, corpus: TextCorpus | None) -> dict
 
     loaded = load_model(path, device=a.device)
     model, cfg = loaded.model, loaded.config
-    is_nca = str(loaded.data.get("class_path", "")).endswith("NCADataModule")
-    if corpus is None and not is_nca:
-        raise ValueError(f"{path} was not trained on NCA data ({loaded.data.get('class_path') or 'unrecorded'}): give --data a text corpus")
+    if corpus is None and not loaded.provenance.is_nca:
+        raise ValueError(f"{path} was trained on {loaded.provenance.describe()}, not NCA data: give --data a text corpus")
     if a.block_len * a.repeats > cfg.block_size:
         raise ValueError(f"--block_len {a.block_len} x --repeats {a.repeats} exceeds the model's block_size {cfg.block_size}")
     result: dict = {"checkpoint": path, "format": loaded.format, "layers": cfg.n_layer, "heads": cfg.n_head,
@@ -120,7 +119,7 @@ def measure(path: str, a: argparse.Namespace, corpus: TextCorpus | None) -> dict
         result["text"] = {"tokenizer": spec, **icl_summary(token_losses(model, rows), a.early, a.late)}
         candidates = candidate_ids(cfg.vocab_size, exclude=[eot], counts=counts)
     else:
-        rows, tok = nca_rows(loaded.data, a.sequences, a.seq_len)
+        rows, tok = nca_rows(loaded.provenance, a.sequences, a.seq_len)
         if rows.shape[1] - 1 > cfg.block_size:
             raise ValueError(f"NCA rows of {rows.shape[1] - 1} tokens exceed the model's block_size {cfg.block_size}: lower --seq_len")
         result["nca"] = nca_summary(token_losses(model, rows), tok.frame_len)

@@ -10,8 +10,6 @@ each frame's token accuracy printed. Sampling is ``nca.lit_modules.sampling.samp
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import fields
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -19,8 +17,6 @@ import torch
 from jsonargparse import CLI
 
 from nca.cli.errors import UsageError
-
-NCA_DATAMODULE = "nca.datamodules.nca.NCADataModule"
 
 
 def main(argv: list[str]) -> int:
@@ -66,7 +62,7 @@ def sample_checkpoint(ckpt: str, prompt: Optional[str] = None, n: int = 1, tempe
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
         dtype, torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32)
     loaded = load_model(ckpt, device=device, dtype=torch_dtype)
-    is_nca = loaded.data.get("class_path") == NCA_DATAMODULE
+    is_nca = loaded.provenance.is_nca
     settings = dict(temperature=(0.0 if is_nca else 1.0) if temperature is None else temperature,
                     top_p=top_p, top_k=top_k)
     try:
@@ -126,23 +122,6 @@ def complete_text(model, tokenizer, prompt: str, cfg, n: int, seed: int, out: Op
 
 
 # ------------------------------------------------------------------------------------------- NCA models
-def nca_settings(data: Mapping):
-    """The automaton, band, seed and sequence length a stage-1 checkpoint was trained with.
-
-    Reads the DataModule's nested ``nca`` settings or the older flat keys (n_states, grid, ... beside seq_len).
-    """
-    from nca.automaton.config import NCAConfig
-
-    args = dict(data.get("init_args") or {})
-    names = [f.name for f in fields(NCAConfig)]
-    nested = args.get("nca")
-    if isinstance(nested, NCAConfig):
-        cfg = nested
-    else:
-        source = nested if isinstance(nested, Mapping) else args
-        cfg = NCAConfig(**{k: source[k] for k in names if k in source})
-    return cfg, args.get("band"), int(args.get("seed", 0)), int(args.get("seq_len", 1024))
-
 
 def decode_frames(tokens: torch.Tensor, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     """[F * frame_len] ids -> ([F, H, W] states, [F, H, W] bool invalid); a patch whose token is not a patch
@@ -165,7 +144,8 @@ def continue_trajectory(loaded, cfg, n: int, seed: int, context_frames: int, fra
     from nca.automaton.stream import NCAStream
     from nca.automaton.tokenize import PatchTokenizer
 
-    nca, band, data_seed, _ = nca_settings(loaded.data)
+    settings = loaded.provenance.nca()
+    nca, band, data_seed = settings.cfg, settings.band, settings.seed
     tok = PatchTokenizer.from_config(nca)
     total = (context_frames + frames) * tok.frame_len
     if context_frames < 1 or frames < 1:

@@ -18,19 +18,18 @@ import torch.nn.functional as F
 
 from nca.datamodules.shards import IGNORE_INDEX
 
-TEXT_MODULE = "nca.datamodules.text.TextDataModule"
 
 
-def text_datamodule(data: dict[str, Any], source: str | None = None, tokenizer: str | None = None,
+def text_datamodule(provenance, source: str | None = None, tokenizer: str | None = None,
                     cache_dir: str | None = None, batch_size: int | None = None):
-    """The checkpoint's TextDataModule (``data`` = LoadedModel.data), optionally on another source."""
+    """The checkpoint's TextDataModule (``provenance`` = LoadedModel.provenance), optionally on another source."""
     from nca.datamodules.text import TextDataModule
 
     accepted = inspect.signature(TextDataModule.__init__).parameters
-    args = {k: v for k, v in (data.get("init_args") or {}).items() if k in accepted}  # no "_class_path" etc.
-    if data.get("class_path") != TEXT_MODULE and source is None:
+    args = {k: v for k, v in provenance.init_args.items() if k in accepted}
+    if provenance.kind != "text" and source is None:
         raise ValueError(
-            f"The checkpoint was trained on {data.get('class_path') or 'unknown data'}, not text: give a corpus "
+            f"The checkpoint was trained on {provenance.describe()}, not text: give a corpus "
             "with --data (and --tokenizer if the checkpoint records none)"
         )
     overrides = {"tokenizer": tokenizer, "cache_dir": cache_dir, "batch_size": batch_size}

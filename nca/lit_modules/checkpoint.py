@@ -191,9 +191,16 @@ class LoadedModel:
         return self.model.config
 
     @property
+    def provenance(self):
+        """How the model was trained (``nca.lit_modules.provenance``): the stage, NCA settings, tokenizer."""
+        from nca.lit_modules.provenance import provenance
+
+        return provenance(self.data, self.hparams)
+
+    @property
     def tokenizer_spec(self) -> str | None:
         """The text tokenizer the model was trained with (None for NCA / Dyck / litgpt files)."""
-        return self.data.get("init_args", {}).get("tokenizer")
+        return self.provenance.tokenizer
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:

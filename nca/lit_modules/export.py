@@ -256,9 +256,11 @@ def recorded_tokenizer(ckpt: str | Path) -> str | None:
     """The tokenizer ``ckpt`` was trained with (its DataModule's setting), else tokenizer files beside a litgpt
     checkpoint (an earlier export); read without loading the weights."""
     ckpt = Path(ckpt).expanduser()
-    spec = ((read_meta(ckpt).get("data") or {}).get("init_args") or {}).get("tokenizer")
+    from nca.lit_modules.provenance import provenance
+
+    spec = provenance(read_meta(ckpt).get("data")).tokenizer
     if spec is not None:
-        return str(spec)
+        return spec
     directory = ckpt if ckpt.is_dir() else ckpt.parent
     if (directory / "model_config.yaml").is_file() and any((directory / n).is_file() for n in TOKENIZER_FILES[:2]):
         return str(directory)

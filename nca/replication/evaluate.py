@@ -44,7 +44,7 @@ def _scores(run: Run, out: Path, study: Study) -> dict:
         from nca.datamodules.shards import TokenShards
         from nca.datamodules.text import TextDataModule
 
-        data = TextDataModule(**{k: v for k, v in loaded.data["init_args"].items() if not k.startswith("_")})
+        data = TextDataModule(**loaded.provenance.init_args)
         shards = TokenShards(data.split_path("val"))
         n = min(len(shards), study.evaluation.icl_documents)
         rows = torch.stack([torch.tensor(shards.row(i), dtype=torch.int64) for i in range(n)])
