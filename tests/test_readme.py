@@ -10,6 +10,10 @@ README as HTML comments on the line just before a block (invisible when rendered
 
 Lines that start a server or install packages (``SKIPPED_LINES``) are left out of every block. The clone
 gets ``../shared`` (a symlink to the checkout's) when the README refers to it. Marked ``slow``.
+
+Each block runs in bash exactly as written; ``nca`` on its PATH is the client of a fork server
+(``tests/helpers/forkserver.py``) that imported the clone's ``nca`` and Lightning once, so a command costs its own
+work and not the ~8 s import of the training stack.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.forkserver import ForkServer
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -105,19 +111,26 @@ def clone(tmp_path_factory) -> Path:
     return base / "repo"
 
 
+@pytest.fixture(scope="module")
+def shell_env(clone: Path):
+    """The environment of every block: the clone's code, one thread, and ``nca`` served by a fork server."""
+    env = {**os.environ, "PYTHONPATH": str(clone), "OMP_NUM_THREADS": "1"}
+    with ForkServer(clone.parent / "bin", env, clone) as server:
+        env["PATH"] = os.pathsep.join([str(server.bin_dir), str(Path(sys.executable).parent), env.get("PATH", "")])
+        yield env
+
+
 def _blocks_or_none() -> list[Block]:
     return readme_blocks(README.read_text()) if README.is_file() else []
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("block", _blocks_or_none(), ids=lambda b: f"README.md:{b.line}")
-def test_readme_block_runs(block: Block, clone: Path):
+def test_readme_block_runs(block: Block, clone: Path, shell_env: dict):
     if block.skip:
         pytest.skip(f"README.md:{block.line}: {block.skip}")
-    env = {**os.environ, "PYTHONPATH": str(clone), "OMP_NUM_THREADS": "1"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block.script], cwd=clone, env=env, capture_output=True,
-                          text=True, timeout=BLOCK_TIMEOUT_S)
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block.script], cwd=clone, env=shell_env,
+                          capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S)
     assert done.returncode == 0, (
         f"README.md:{block.line} failed (exit {done.returncode}):\n{block.script}\n--- stderr (end) ---\n"
         f"{done.stderr[-3000:]}")
