@@ -77,6 +77,9 @@ def load_tokenizer(spec: str | os.PathLike) -> TextTokenizer:
     return _from_tiktoken_name(spec)
 
 
+PARALLEL_TEXTS = 64  # batches at least this long are encoded on several threads
+
+
 class _TiktokenBatch:
     """Batched tiktoken encoding as a picklable callable (so a DataModule holding it can be pickled)."""
 
@@ -84,6 +87,8 @@ class _TiktokenBatch:
         self.enc, self.threads = enc, max(1, min(8, os.cpu_count() or 1))
 
     def __call__(self, texts: list[str]) -> list[list[int]]:
+        if len(texts) < PARALLEL_TEXTS:  # tiktoken starts a thread pool per batch call: not worth it for a few
+            return [self.enc.encode_ordinary(text) for text in texts]
         return self.enc.encode_ordinary_batch(texts, num_threads=self.threads)
 
 
