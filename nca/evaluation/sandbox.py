@@ -376,3 +376,11 @@ def run(program: str, test: str = "", entry_point: str | None = None, limits: Li
     """One program in a one-off sandbox (for a batch, keep a `Sandbox` open: start-up costs ~0.1 s)."""
     with Sandbox(1, limits, isolation) as sandbox:
         return sandbox.run(Job(program, test, entry_point))
+
+
+if __name__ == "__main__":  # python -m nca.evaluation.sandbox: which namespaces work here (exit 1: none)
+    try:
+        print(resolve_isolation("auto"))
+    except SandboxUnavailable as refusal:
+        print(refusal, file=sys.stderr)
+        sys.exit(1)
