@@ -232,14 +232,18 @@ def table(results: dict[str, Any]) -> str:
     """A plain-text table: the overall metrics, then one line per task where the task has several."""
     metrics = results["metrics"]
     width = max(map(len, metrics), default=10)
-    lines = [results.get("header") or f"{results['task']}: {results['problems']} problems, {results['samples']} samples"]
+    skipped = (results.get("skipped") or {}).get("problems")
+    lines = [results.get("header") or f"{results['task']}: {results['problems']} problems, {results['samples']} samples"
+             + (f" ({skipped} skipped: too long for the context)" if skipped else "")]
     lines += [f"  {k:<{width}}  {v:8.4f}" + ("  <- headline" if k == results.get("headline") else "")
               for k, v in metrics.items()]
     per_task = results.get("per_task") or {}
     if per_task:
         cols = results.get("per_task_columns") or [c for c in next(iter(per_task.values())) if c != "examples"]
         name_w = max(map(len, per_task))
-        lines.append(f"  {'task':<{name_w}}  {'examples':>8}  " + "  ".join(f"{c:>18}" for c in cols))
+        widths = [max(10, len(c)) for c in cols]
+        lines.append(f"  {'task':<{name_w}}  {'examples':>8}  " + "  ".join(f"{c:>{w}}" for c, w in zip(cols, widths)))
         for name, row in per_task.items():
-            lines.append(f"  {name:<{name_w}}  {row['examples']:>8}  " + "  ".join(f"{row[c]:>18.4f}" for c in cols))
+            cells = "  ".join(f"{row[c]:>{w}.4f}" if c in row else f"{'-':>{w}}" for c, w in zip(cols, widths))
+            lines.append(f"  {name:<{name_w}}  {row['examples']:>8}  " + cells)
     return "\n".join(lines)
