@@ -47,7 +47,7 @@ def uniform_guesses(tmp_path, samples: int = 16):
 
 
 def test_a_uniform_guesser_scores_about_zero_on_the_headline(tmp_path):
-    task, summary = uniform_guesses(tmp_path)
+    _, summary = uniform_guesses(tmp_path)
     metrics = summary["metrics"]
     assert summary["headline"] == "pass@2/chance_corrected" and set(summary["normalisations"]) == {"paper", "chance_corrected"}
     for k in (1, 2):

@@ -161,3 +161,21 @@ def test_nca_test_on_a_text_run_prepares_its_own_split(tmp_path):
     dm.prepare_data()  # what the Trainer calls before setup("test")
     assert dm.is_built("test") and not dm.is_built("train")
     dm.setup("test")
+
+
+def test_the_paper_defaults_live_on_the_tasks_behind_the_protocol(tmp_path):
+    from nca.evaluation.bbl import BBLTask
+    from nca.evaluation.gsm8k import GSM8KTask
+    from nca.evaluation.humaneval_task import HumanEvalTask
+    from nca.evaluation.perplexity import PerplexityTask
+    from nca.evaluation.task import SampledTask, Sampling, Task
+
+    sampled = {GSM8KTask("g"): Sampling(32, 0.6, 1.0, 250), HumanEvalTask("h"): Sampling(64, 0.4, 0.95, 500),
+               BBLTask("b"): Sampling(64, 0.4, 0.95, 35), BBLTask("b", mode="logprob"): Sampling(1, 0.0, 1.0, 1)}
+    for task, paper in sampled.items():  # docs/paper.md §7.1-7.3
+        assert isinstance(task, SampledTask) and task.paper == paper
+    assert isinstance(PerplexityTask(), Task) and not isinstance(PerplexityTask(), SampledTask)
+    assert PerplexityTask().paper is None
+    assert Sampling(32, 0.6, 1.0, 250).override(n=4, top_p=None) == Sampling(4, 0.6, 1.0, 250)
+    with pytest.raises(ValueError, match="top_p"):
+        Sampling(1, 0.5, 0.0, 10)
