@@ -14,6 +14,7 @@ from nca.evaluation import runner
 from nca.cli import main as nca
 from nca.evaluation.gsm8k import GSM8KTask, extract_flexible, extract_last_word, extract_strict, score_reply
 from nca.evaluation.records import SampleLog, SettingsMismatch, check_settings
+from nca.evaluation.sandbox import detect_isolation
 from tests.helpers.data import write_gsm8k
 from tests.helpers.tokenizers import write_tokenizer
 
@@ -211,6 +212,8 @@ def test_cli_scores_apart_and_refuses_other_settings(tmp_path, monkeypatch, caps
     assert "other settings" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(detect_isolation() is None, reason="no namespaces here for the sandbox: install bubblewrap "
+                    "(apt-get install -y bubblewrap), or run as root / with user namespaces")
 def test_humaneval_task_runs_completions_in_the_sandbox(tmp_path, monkeypatch):
     from nca.datamodules.tokenizers import load_tokenizer
     from nca.evaluation.humaneval_task import HumanEvalTask
