@@ -3,6 +3,7 @@ evaluation by default) plus some failing programs; every canonical solution must
 
     python benchmarks/sandbox.py                          # 164 x 64 canonical + 1,312 failing, 2 workers
     python benchmarks/sandbox.py --repeats 4 --workers 2  # a quick look
+    python benchmarks/sandbox.py --isolation unshare      # the fallback without bubblewrap (root)
 
 Reports wall time, programs per second, and CPU per program (fork servers + programs, and this process).
 The machine may be shared: the 1-minute load average is printed before and after.
@@ -19,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nca.evaluation.humaneval import job, load_problems  # noqa: E402
-from nca.evaluation.sandbox import Limits, Sandbox, detect_isolation  # noqa: E402
+from nca.evaluation.sandbox import ISOLATIONS, Limits, Sandbox, resolve_isolation  # noqa: E402
 
 DEFAULT_PROBLEMS = "/work/shared/data/humaneval/HumanEval.jsonl.gz"
 # Fast failures of the kinds a model produces (each program still gets its own process).
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeouts", type=int, default=4, help="infinite loops in all (each costs the timeout)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=3.0)
+    parser.add_argument("--isolation", choices=ISOLATIONS, default="auto", help="namespaces: auto = bwrap, else unshare")
     args = parser.parse_args(argv)
 
     problems = load_problems(args.problems)
@@ -48,11 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     jobs += [job(loop, "    while True:\n        pass\n")] * args.timeouts
     expected += [False] * args.timeouts
 
-    print(f"isolation: {detect_isolation()}, workers: {args.workers}, programs: {len(jobs)} "
+    isolation = resolve_isolation(args.isolation)
+    print(f"isolation: {isolation}, workers: {args.workers}, programs: {len(jobs)} "
           f"({len(problems)} x {args.repeats} canonical, {len(problems) * args.failing} failing, "
           f"{args.timeouts} timeouts); load before: {os.getloadavg()[0]:.1f}", flush=True)
     host_before = os.times()
-    with Sandbox(args.workers, Limits(timeout=args.timeout)) as sandbox:
+    with Sandbox(args.workers, Limits(timeout=args.timeout), isolation) as sandbox:
         started = time.perf_counter()
         results = sandbox.run_many(jobs)
         wall = time.perf_counter() - started

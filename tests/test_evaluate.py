@@ -1,5 +1,6 @@
-"""``nca evaluate`` pieces without a model: answer extraction, BBL chance normalisation, the resumable logs,
-settings refusal, and a resume after a crash (a fake sampler that raises part-way)."""
+"""``nca evaluate`` pieces without a model: answer extraction, the resumable logs, settings refusal, and a
+resume after a crash (a fake sampler that raises part-way). BBL scores: tests/test_bbl_scores.py; prompt
+fitting: tests/test_prompt_fit.py; the command line: tests/test_evaluate_cli.py."""
 
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ from types import SimpleNamespace
 import pytest
 
 from nca.evaluation import runner
-from nca.evaluation.bbl import BBLTask, matches, normalise, task_chance
+from nca.cli import main as nca
 from nca.evaluation.gsm8k import GSM8KTask, extract_flexible, extract_last_word, extract_strict, score_reply
-from nca.evaluation.problems import Problem
 from nca.evaluation.records import SampleLog, SettingsMismatch, check_settings
-from nca.cli.evaluate import main as evaluate
-from tests.helpers.data import write_bbl, write_gsm8k
+from nca.evaluation.sandbox import detect_isolation
+from tests.helpers.data import write_gsm8k
 from tests.helpers.tokenizers import write_tokenizer
 
 
@@ -31,6 +31,12 @@ from tests.helpers.tokenizers import write_tokenizer
     ("no numbers at all", None, None),
     ("Final Answer: unknown", None, None),
     ("", None, None),
+    ("half of 8 is\nFinal Answer: 4/2", "4/2", "4/2"),
+    ("Final Answer: 4.2e1", "4.2e1", "4.2e1"),
+    ("Final Answer: 1 234 people", "1234", "1234"),
+    ("Final Answer: 1\u2009234", "1234", "1234"),
+    ("it drops by 7\nFinal Answer: \u22127", "-7", "-7"),
+    ("in 3 1234 ways", None, "1234"),  # not a thousands group
 ])
 def test_strict_and_flexible_extraction(reply, strict, flexible):
     assert extract_strict(reply) == strict
@@ -39,6 +45,7 @@ def test_strict_and_flexible_extraction(reply, strict, flexible):
 
 def test_last_word_is_the_reference_rule():
     assert extract_last_word("so the answer is $1,000.") == "1000"
+    assert extract_last_word("it is \u22123.") == "-3"
     assert extract_last_word("Final Answer: 12 apples") == "apples"
     assert extract_last_word("   ") is None
 
@@ -54,59 +61,19 @@ def test_math_verify_scoring_and_truncated_replies():
     assert score_reply("7", "Final Answer: 7", finished=False, score_truncated=True)["verdict"]["strict"]
 
 
-def test_long_prompts_lose_whole_leading_exemplars_first(tmp_path):
-    from nca.datamodules.tokenizers import load_tokenizer
-    from nca.evaluation.problems import prompt_ids
-
-    tok = load_tokenizer(write_tokenizer(tmp_path / "tok"))  # one id per byte
-    problem = Problem("p", 0, ("aaaa", "bbbb", "cc"))
-    assert prompt_ids(problem, tok) == tok.encode("aaaa") + [256] + tok.encode("bbbb") + [256] + tok.encode("cc")
-    assert prompt_ids(problem, tok, max_len=8) == tok.encode("bbbb") + [256] + tok.encode("cc")
-    assert prompt_ids(problem, tok, max_len=6) == tok.encode("cc")  # the question alone fits
-    assert prompt_ids(Problem("q", 0, ("abcdef",)), tok, max_len=3) == tok.encode("def")
+@pytest.mark.parametrize("reply", ["Final Answer: 4/2", "Final Answer: 2.0e0", "Final Answer: 0.2e1"])
+def test_fractions_and_exponents_equal_their_value(reply):
+    assert score_reply("2", reply, finished=True)["verdict"]["strict"]
+    assert not score_reply("3", reply, finished=True)["verdict"]["strict"]
 
 
-# ------------------------------------------------------------------------------------------------ BBL
-def test_chance_from_each_example_with_mixed_3_and_5_way_items():
-    counts = [3, 5, 3, 5]
-    assert task_chance(counts) == pytest.approx((1 / 3 + 1 / 5) / 2)
-    assert task_chance(counts, "first") == pytest.approx(1 / 3)
-    assert task_chance([0, 0]) == 0.0
-    assert normalise(0.5, 0.25) == pytest.approx(1 / 3)
-    assert normalise(0.1, 0.25) == 0.0 and normalise(0.4, 0.0) == 0.4
+def test_the_headline_rule_is_named(tmp_path):
+    from nca.evaluation.gsm8k import HEADLINE, HEADLINE_RULE
 
-
-def test_bbl_summary_normalises_each_task_and_averages_tasks():
-    def problem(i, task, ways):
-        return Problem(f"{task}/{i}", i, ("p",), {"task": task, "choices": [f"c{j}" for j in range(ways)], "targets": ["c0"]})
-
-    problems = [problem(0, "mixed", 3), problem(1, "mixed", 5), problem(2, "free", 0), problem(3, "free", 0)]
-    verdicts = {("mixed/0", 0): True, ("mixed/0", 1): False, ("mixed/1", 0): False, ("mixed/1", 1): False,
-                ("free/2", 0): True, ("free/2", 1): True, ("free/3", 0): False, ("free/3", 1): False}
-    scored = {k: {"verdict": v} for k, v in verdicts.items()}
-    summary = BBLTask("unused").summarize(problems, scored)
-    chance = (1 / 3 + 1 / 5) / 2
-    mixed = summary["per_task"]["mixed"]
-    assert mixed["chance"] == pytest.approx(chance) and mixed["pass@1"] == pytest.approx(0.25)
-    assert mixed["pass@1/normalised"] == pytest.approx(max(0.0, (0.25 - chance) / (1 - chance)))
-    assert mixed["pass@2"] == pytest.approx(0.5)
-    assert summary["per_task"]["free"]["pass@2/normalised"] == pytest.approx(0.5)  # free-form: raw score
-    expected = (mixed["pass@2/normalised"] + 0.5) / 2
-    assert summary["metrics"]["pass@2/normalised"] == pytest.approx(expected) and summary["headline"] == "pass@2/normalised"
-    first = BBLTask("unused", chance="first").summarize(problems, scored)
-    assert first["per_task"]["mixed"]["chance"] == pytest.approx(1 / 3)
-
-
-def test_bbl_problems_carry_two_fixed_exemplars_and_exact_match(tmp_path):
-    task = BBLTask(str(write_bbl(tmp_path / "bbl")), min_train_examples=5, val_fraction=0.25, limit=3)
-    problems = task.problems()
-    assert task.used_tasks == ["logical_deduction", "operators", "winowhy"] and len(problems) == 9
-    shots = {p.data["task"]: p.prompt[0].split("Question:")[1:3] for p in problems}
-    for p in problems:
-        assert p.prompt[0].count("Question:") == 3 and p.prompt[0].split("Question:")[1:3] == shots[p.data["task"]]
-    assert matches("  Option 0 \n", ["option 0"]) and matches("4.0", ["4", "4.0"]) and not matches("option 1", ["option 0"])
-    logprob = BBLTask(str(tmp_path / "bbl"), mode="logprob", min_train_examples=5, val_fraction=0.25).problems()
-    assert logprob and all(p.data["choices"] for p in logprob)  # free-form items have nothing to choose from
+    task = GSM8KTask(str(write_gsm8k(tmp_path / "g")), limit=1)
+    summary = task.summarize(task.problems(), {})
+    assert summary["headline"] == HEADLINE == "pass@1/strict" and summary["headline_rule"] == HEADLINE_RULE
+    assert "Final Answer" in HEADLINE_RULE and "last_word" in HEADLINE_RULE
 
 
 # ----------------------------------------------------------------------------------------------- logs
@@ -130,9 +97,14 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
         check_settings(tmp_path, {"n": 8, "temperature": 0.6})
 
 
-def test_folders(tmp_path):
-    assert runner.default_folder("runs/stage3-gsm8k/checkpoints/last.ckpt", "gsm8k") == \
-        runner.Path("runs/eval/stage3-gsm8k-last-gsm8k")
+def test_folders_follow_the_run_path_and_never_collide(tmp_path):
+    folder = runner.default_folder
+    assert folder("runs/stage3-gsm8k/checkpoints/last.ckpt", "gsm8k") == runner.Path("runs/eval/stage3-gsm8k/last-gsm8k")
+    assert folder("runs/from_nca/stage2-owt/checkpoints/last.ckpt", "bbl") == \
+        runner.Path("runs/eval/from_nca/stage2-owt/last-bbl")
+    assert folder("runs/stage2-owt/checkpoints/last.ckpt", "bbl") != folder("runs/from_nca/stage2-owt/checkpoints/last.ckpt", "bbl")
+    assert folder("exports/owt-lit", "bbl") == runner.Path("runs/eval/exports/owt-lit-bbl")
+    assert folder(tmp_path / "a" / "checkpoints" / "x.ckpt", "bbl").parts[-2:] == ("a", "x-bbl")
     with pytest.raises(ValueError, match="inside a training run"):
         runner.check_folder(tmp_path / "runs" / "x" / "version_0" / "eval")
 
@@ -223,6 +195,7 @@ def test_cli_scores_apart_and_refuses_other_settings(tmp_path, monkeypatch, caps
     out = tmp_path / "eval"
     args = ["--ckpt", str(tmp_path / "absent.ckpt"), "--task", "gsm8k", "--data", str(source), "--out", str(out),
             "--limit", "5", "--n", "4", "--max_new_tokens", "16", "--stage", "score"]
+    evaluate = lambda argv: nca(["evaluate", *argv])  # noqa: E731
     assert evaluate(args) == 0  # nothing generated yet: an incomplete, empty result
     assert not json.loads((out / runner.RESULTS).read_text())["complete"]
     monkeypatch.setattr(runner, "load_sampler", fake_sampling(FakeSampler()))
@@ -231,10 +204,16 @@ def test_cli_scores_apart_and_refuses_other_settings(tmp_path, monkeypatch, caps
     results = json.loads((out / runner.RESULTS).read_text())
     assert results["complete"] and results["samples"] == 20 and results["settings"]["n"] == 4
     assert (out / runner.TENSORBOARD).is_dir() and "pass@1/strict" in capsys.readouterr().out
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / runner.TENSORBOARD)).Reload()
+    assert events.Scalars("gsm8k/pass@1/strict")[-1].value == pytest.approx(results["metrics"]["pass@1/strict"])
     assert evaluate([*args[:-2], "--n", "8", "--stage", "score"]) == 2
     assert "other settings" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(detect_isolation() is None, reason="no namespaces here for the sandbox: install bubblewrap "
+                    "(apt-get install -y bubblewrap), or run as root / with user namespaces")
 def test_humaneval_task_runs_completions_in_the_sandbox(tmp_path, monkeypatch):
     from nca.datamodules.tokenizers import load_tokenizer
     from nca.evaluation.humaneval_task import HumanEvalTask

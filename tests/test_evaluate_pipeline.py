@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from nca.cli.evaluate import main as evaluate
+from nca.cli import main as nca
 from tests.helpers.cli import CONFIGS, run_cli, TINY_RUN
 from tests.helpers.data import write_bbl, write_gsm8k
 from tests.helpers.models import gpt_weights
@@ -61,6 +61,10 @@ def results_of(folder) -> dict:
     return results
 
 
+def evaluate(argv: list[str]) -> int:
+    return nca(["evaluate", *argv])
+
+
 def test_evaluate_gsm8k_bbl_and_perplexity(trained, capsys):
     root, tokenizer, stage2, stage3 = trained
     common = ["--ckpt", str(stage3), "--device", "cpu", "--batch_size", "4"]
@@ -71,8 +75,10 @@ def test_evaluate_gsm8k_bbl_and_perplexity(trained, capsys):
     gsm8k = results_of(out / "gsm8k")
     assert {"pass@1/strict", "pass@2/flexible", "pass@1/last_word"} <= set(gsm8k["metrics"])
     samples = [json.loads(x) for x in (out / "gsm8k" / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 4 and {"problem", "sample", "completion", "extracted", "verdict", "reason"} <= set(samples[0])
-    assert all(s["new_tokens"] <= 6 for s in samples)
+    assert len(samples) == 4 and {"problem", "sample", "completion", "extracted", "verdict", "reason",
+                                  "exemplars_dropped", "reply_budget"} <= set(samples[0])
+    assert all(s["new_tokens"] <= min(6, s["reply_budget"]) for s in samples)
+    assert gsm8k["headline"] == "pass@1/strict" and "Final Answer" in gsm8k["headline_rule"]
 
     bbl = write_bbl(root / "bbl")
     for mode in ("generate", "logprob"):
@@ -82,7 +88,8 @@ def test_evaluate_gsm8k_bbl_and_perplexity(trained, capsys):
         results = results_of(out / f"bbl-{mode}")
         assert results["tasks"] == (["logical_deduction", "operators", "winowhy"] if mode == "generate"
                                     else ["logical_deduction", "winowhy"])
-        assert all(0.0 <= row["pass@1/normalised"] <= 1.0 for row in results["per_task"].values())
+        assert all(0.0 <= row["pass@1/paper"] <= 1.0 for row in results["per_task"].values())
+        assert results["headline"] in results["metrics"] and results["headline"].endswith("/chance_corrected")
     chosen = [json.loads(x) for x in (out / "bbl-logprob" / "samples.jsonl").read_text().splitlines()]
     assert all(len(c["logprobs"]) in (2, 3, 5) and c["completion"].startswith("option") for c in chosen)
 

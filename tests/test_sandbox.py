@@ -1,21 +1,26 @@
-"""Hostile programs are contained and scored as failures; the pytest process is unharmed."""
+"""Hostile programs are contained and scored as failures; the pytest process is unharmed.
 
+What needs namespaces (bubblewrap, or util-linux unshare as root / with user namespaces) skips where none can
+be made, and says so; the containment tests run once per kind of namespace this machine has, so a machine
+with bubblewrap and root tests the fallback too."""
+
+import gzip
 import os
 import socket
+import threading
 
 import pytest
 
 from nca.evaluation import sandbox as sandbox_module
-from nca.evaluation.sandbox import Job, Limits, Sandbox, detect_isolation, run
+from nca.evaluation.humaneval import score as score_humaneval
+from nca.evaluation.sandbox import Job, Limits, Sandbox, SandboxUnavailable, available, detect_isolation, run
 
 ISOLATION = detect_isolation()
-needs_bwrap = pytest.mark.skipif(ISOLATION != "bwrap", reason="bubblewrap cannot create namespaces here")
-needs_netns = pytest.mark.skipif(ISOLATION == "none", reason="no network namespace (bubblewrap or unshare) here")
-# kill(-1) / signals to the host are only safe to try where a PID namespace or another uid contains them.
-contains_signals = pytest.mark.skipif(ISOLATION != "bwrap" and os.geteuid() != 0,
-                                      reason="without bubblewrap or root a program could signal this process")
-contains_files = pytest.mark.skipif(ISOLATION != "bwrap" and os.geteuid() != 0,
-                                    reason="without bubblewrap or root a program can write where this user can")
+HERE = [kind for kind in ("bwrap", "unshare") if available(kind)]
+NO_SANDBOX = ("no namespaces here: bubblewrap is not installed (apt-get install -y bubblewrap) and util-linux "
+              "unshare needs root or unprivileged user namespaces")
+needs_sandbox = pytest.mark.skipif(ISOLATION is None, reason=NO_SANDBOX)
+EACH_KIND = HERE or [pytest.param(None, marks=pytest.mark.skip(reason=NO_SANDBOX))]
 
 TEST = "def check(candidate):\n    assert candidate(2) == 4\n    assert candidate(5) == 10\n"
 RIGHT = "def double(x):\n    return 2 * x\n"
@@ -24,7 +29,16 @@ WRONG = "def double(x):\n    return x + 2\n"
 
 @pytest.fixture(scope="module")
 def box():
+    if ISOLATION is None:
+        pytest.skip(NO_SANDBOX)
     with Sandbox(workers=2, limits=Limits(timeout=1.0)) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="module", params=EACH_KIND)
+def contained(request):
+    """One worker in each kind of namespace this machine has (bubblewrap and the unshare fallback)."""
+    with Sandbox(workers=1, limits=Limits(timeout=1.0), isolation=request.param) as sandbox:
         yield sandbox
 
 
@@ -67,13 +81,60 @@ def test_memory_bomb_fails(box):
     assert not growing.passed and "Cannot allocate memory" in growing.reason, growing
 
 
-@contains_files
-def test_writes_outside_the_working_directory_do_not_happen(box, tmp_path):
-    target = tmp_path / "escaped.txt"
-    program = f"open({str(target)!r}, 'w').write('x')\n" + RIGHT
-    assert not check(box, program).passed
-    assert not target.exists()
-    assert not check(box, "open('/usr/escaped', 'w')\n" + RIGHT).passed
+def test_no_host_file_is_readable(contained, tmp_path):
+    """The forged pass of the old fallback: read the benchmark's own file (gzip, as HumanEval ships) and
+    run the canonical answer from it."""
+    secret = tmp_path / "HumanEval.jsonl.gz"
+    with gzip.open(secret, "wt") as f:
+        f.write("def double(x):\n    return 2 * x\n")
+    assert not check(contained, f"import gzip\nexec(gzip.open({str(secret)!r}, 'rt').read())\n").passed
+    for path in (__file__, "/etc/passwd", str(tmp_path)):
+        assert check(contained, f"import os\nassert not os.path.exists({path!r})\n" + RIGHT).passed, path
+
+
+def test_writes_land_only_in_a_private_directory_removed_afterwards(contained, tmp_path):
+    marker = f"sandbox-escape-{os.getpid()}"
+    for place in ("/tmp", "/dev/shm", str(tmp_path)):
+        check(contained, f"open({place!r} + '/{marker}', 'w').write('x' * 4096)\n" + RIGHT)
+        assert not os.path.exists(f"{place}/{marker}"), place
+    assert not check(contained, "open('/usr/escaped', 'w')\n" + RIGHT).passed
+    program = "import os\nassert os.listdir('/tmp') == [os.path.basename(os.getcwd())], os.listdir('/tmp')\n" + RIGHT
+    for _ in range(2):
+        assert check(contained, "open('left.txt', 'w').write('x')\n" + RIGHT).passed
+        assert check(contained, program).passed
+
+
+def test_no_process_outlives_its_program(contained):
+    orphan = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(30)\n" + RIGHT
+    assert check(contained, orphan).passed
+    # no earlier pid of this namespace answers as ours (bubblewrap's init may take a moment to reap the corpse)
+    alone = ("import os, time\ndef left():\n    found = []\n    for pid in range(2, os.getpid()):\n"
+             "        try:\n            os.kill(pid, 0)\n            found.append(pid)\n"
+             "        except (ProcessLookupError, PermissionError):\n            pass\n    return found\n"
+             "for _ in range(50):\n    if not left():\n        break\n    time.sleep(0.01)\n"
+             "else:\n    raise SystemError(f'processes left: {left()}')\n")
+    assert check(contained, alone + RIGHT).passed
+
+
+@pytest.mark.parametrize("isolation", EACH_KIND)
+def test_two_evaluations_at_once_do_not_touch_each_other(isolation):
+    """The old fallback's sweep killed the other evaluation's programs (one uid): 10 of 10 correct ones lost."""
+    test = "import time\ndef check(candidate):\n    time.sleep(0.2)\n    assert candidate(2) == 4\n"
+    problems = {"Toy/0": {"task_id": "Toy/0", "prompt": "def double(x):\n", "entry_point": "double", "test": test}}
+    right = [("Toy/0", j, "    return 2 * x\n") for j in range(4)]
+    hostile = [("Toy/0", j, "    import os\n    os.kill(-1, 9)\n") for j in range(4)]
+    out: dict[str, list] = {}
+
+    def evaluate(name, completions):
+        out[name] = score_humaneval(problems, completions, workers=1, timeout=2.0, isolation=isolation)
+
+    threads = [threading.Thread(target=evaluate, args=item) for item in (("right", right), ("hostile", hostile))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [v.passed for v in out["right"]] == [True] * 4, out["right"]
+    assert not any(v.passed for v in out["hostile"])
 
 
 def test_working_directory_is_private_empty_and_writable(box):
@@ -83,14 +144,7 @@ def test_working_directory_is_private_empty_and_writable(box):
     assert check(box, program).passed  # the first one's file is gone: a fresh directory again
 
 
-@needs_bwrap
-def test_temporary_directories_are_removed_afterwards(box):
-    program = "import os\nassert os.listdir('/tmp') == [os.path.basename(os.getcwd())], os.listdir('/tmp')\n" + RIGHT
-    for _ in range(3):
-        assert check(box, "open('left.txt', 'w').write('x')\n" + RIGHT).passed
-        assert check(box, program).passed
-
-
+@needs_sandbox
 def test_environment_is_clean(box, monkeypatch):
     monkeypatch.setenv("SANDBOX_TEST_SECRET", "hunter2")
     with Sandbox(workers=1, limits=Limits(timeout=1.0)) as fresh:
@@ -98,19 +152,19 @@ def test_environment_is_clean(box, monkeypatch):
         assert fresh.run(Job(program, TEST, "double")).passed
 
 
-@needs_netns
-def test_network_connection_to_a_local_port_does_not_arrive(box):
+def test_network_connection_to_a_local_port_does_not_arrive(contained):
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         port = listener.getsockname()[1]
         program = (f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=0.5).sendall(b'hi')\n"
                    + RIGHT)
-        result = check(box, program)
+        result = check(contained, program)
         listener.settimeout(0.0)
         with pytest.raises(BlockingIOError):
             listener.accept()
-    assert not result.passed and "Connection" in result.reason, result
+    # bubblewrap brings its own loopback up (refused); the unshare fallback has none (unreachable)
+    assert not result.passed and ("Connection" in result.reason or "unreachable" in result.reason), result
 
 
 @pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
@@ -120,13 +174,12 @@ def test_signal_to_the_parent_is_contained(box, signal_name):
     assert check(box, RIGHT).passed
 
 
-@contains_signals
-def test_signals_to_everything_and_to_pytest_are_contained(box):
+def test_signals_to_everything_and_to_pytest_are_contained(contained):
     for program in (f"import os\nos.kill({os.getpid()}, 9)\n", "import os\nos.kill(-1, 9)\n"):
         try:
-            check(box, program + WRONG)
+            check(contained, program + WRONG)
         finally:
-            assert check(box, RIGHT).passed  # pytest is alive to run this line, and the pool still works
+            assert check(contained, RIGHT).passed  # pytest is alive to run this line, and the pool still works
 
 
 @pytest.mark.parametrize("cheat", [
@@ -256,6 +309,7 @@ def test_hostile_jobs_do_not_change_the_verdicts_of_others(box):
     assert [r.passed for r in results] == [bool(n % 2) for n in range(12)]
 
 
+@needs_sandbox
 def test_a_dead_server_fails_one_job_and_its_replacement_lasts():
     with Sandbox(workers=1, limits=Limits(timeout=1.0)) as fresh:
         server = fresh._started[0].process
@@ -276,7 +330,8 @@ def test_stdlib_that_inspects_frames_still_works(box):
     assert check(box, program) == (True, "passed")
 
 
-def test_limits_reject_bad_values():
+def test_limits_reject_bad_values(monkeypatch):
+    monkeypatch.setattr(sandbox_module, "_warned", True)  # the warning itself is tested below
     with pytest.raises(ValueError, match="timeout"):
         Limits(timeout=0)
     with pytest.raises(ValueError, match="processes"):
@@ -286,9 +341,19 @@ def test_limits_reject_bad_values():
     with pytest.raises(ValueError, match="workers"):
         Sandbox(workers=0)
     with pytest.raises(RuntimeError, match="with Sandbox"):
-        Sandbox(workers=1).run(Job(RIGHT))
+        Sandbox(workers=1, isolation="none").run(Job(RIGHT))
 
 
+def test_without_namespaces_auto_refuses_in_one_line_naming_bubblewrap(monkeypatch):
+    monkeypatch.setattr(sandbox_module, "available", lambda kind: kind == "none")
+    with pytest.raises(SandboxUnavailable, match="bubblewrap") as refused:
+        Sandbox(workers=1)
+    assert "\n" not in str(refused.value) and "--sandbox none" in str(refused.value)
+    with pytest.raises(SandboxUnavailable, match="bubblewrap"):
+        Sandbox(workers=1, isolation="bwrap")
+
+
+@needs_sandbox
 def test_one_off_run_uses_its_own_limits():
     assert run(RIGHT, TEST, "double", limits=Limits(timeout=1.0)).passed
     assert run("import time\ntime.sleep(5)\n", limits=Limits(timeout=0.5)) == (False, "timed out")

@@ -9,7 +9,6 @@ position ``t``). The DataModule base (on ``nca.datamodules.base.TokenDataModule`
 
 from __future__ import annotations
 
-import hashlib
 from typing import Sequence
 
 import torch
@@ -21,12 +20,6 @@ from nca.datamodules.streaming import BatchSource, PassOrder
 from nca.datamodules.tokenizers import TextTokenizer, load_tokenizer
 
 Segment = tuple[list[int], bool]  # (ids, supervised)
-
-
-def order_key(*parts: str) -> int:
-    """A stable 64-bit hash of text parts: a deterministic order or split that no file order can change."""
-    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
 
 
 def fit_row(exemplars: Sequence[Sequence[Segment]], target: Sequence[Segment], limit: int) -> list[Segment]:

@@ -249,7 +249,7 @@ class TextDataModule(TokenDataModule):
 
     def prepare_data(self) -> None:
         """Build the caches the trainer's stage reads (fit: train + val; validate: val; test: test)."""
-        trainer = getattr(self, "_trainer", None)
+        trainer = getattr(self, "trainer", None)  # set by the Trainer (``nca test`` builds the test split)
         stage = trainer.state.fn.value if trainer is not None and trainer.state.fn is not None else "fit"
         self.prepare_splits(STAGE_SPLITS.get(stage, ("train", "val")))
 

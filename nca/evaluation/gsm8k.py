@@ -7,10 +7,13 @@ drew them from the test split it scores). ``prompt_style="release"`` ends the pr
 as the reference did (our fine-tuning rows mask "Answer:\\n" as prompt, so by default it is given).
 
 A reply is the text up to end-of-text. Three extractions are reported side by side:
-  strict     the number after the last "Final Answer:" or "####" (the fine-tuning format);
+  strict     the number after the last "Final Answer:" or "####" (the fine-tuning format): THE HEADLINE,
+             pass@1/strict (``HEADLINE_RULE``);
   flexible   the last number anywhere in the reply;
-  last_word  the last whitespace-separated word (the reference's rule).
-Numbers lose "$" and thousands separators; answers are compared with math-verify (``parse``/``verify``).
+  last_word  the last whitespace-separated word (the paper's and the reference's rule).
+A number may carry a sign (also the Unicode minus), "$", thousands separators ("1,234", "1 234", thin
+spaces), decimals, an exponent ("4.2e1") and a denominator ("4/2"). Plain numbers are compared exactly
+(Decimal), anything else (fractions) by math-verify (``parse``/``verify``).
 A reply that never produced end-of-text (cut at max_new_tokens or the context) is scored wrong: its last
 words are wherever generation stopped, not an answer. ``score_truncated=True`` scores it anyway, as the
 reference did.
@@ -23,22 +26,31 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
-from nca.datamodules.gsm8k import GSM8KExample, load_split, pick_exemplars
+from nca.datamodules.gsm8k_format import GSM8KExample, load_split, pick_exemplars
 from nca.evaluation.passk import mean_pass_at_k, powers_of_two
 from nca.evaluation.problems import Problem
+from nca.evaluation.task import Sampling
 
 MODES = ("strict", "flexible", "last_word")
-NUMBER = re.compile(r"(-)?\s?\$?\s?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
+HEADLINE = "pass@1/strict"
+HEADLINE_RULE = ("strict: the number after the last 'Final Answer:' (or '####') of a reply that ended with "
+                 "end-of-text, compared with the gold number exactly or by math-verify. The paper's rule, the "
+                 "reply's last word, is pass@1/last_word beside it")
+GROUPED = r"\d{1,3}(?:[,\u00a0\u2009\u202f ]\d{3}(?!\d))+"  # 1,234 / 1 234 / thin or no-break spaces
+NUMBER = re.compile(rf"(-)?\s?\$?\s?((?:{GROUPED}|\d+)(?:\.\d+)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)"
+                    r"(?:\s?/\s?(\d+)(?![\d.]))?")
 FINAL = re.compile(r"(?:Final Answer:|####)([^\n]*)")
+MINUS = str.maketrans({"\u2212": "-", "\ufe63": "-", "\uff0d": "-"})  # minus signs that are no ASCII hyphen
 
 
 def _number(match: re.Match) -> str:
-    return (match.group(1) or "") + match.group(2).replace(",", "")
+    digits = re.sub(r"[,\u00a0\u2009\u202f ]", "", match.group(2))
+    return (match.group(1) or "") + digits + (f"/{match.group(3)}" if match.group(3) else "")
 
 
 def extract_strict(reply: str) -> str | None:
     """The first number after the last "Final Answer:" / "####" on its line, or None."""
-    finals = FINAL.findall(reply)
+    finals = FINAL.findall(reply.translate(MINUS))
     if not finals:
         return None
     match = NUMBER.search(finals[-1])
@@ -47,13 +59,13 @@ def extract_strict(reply: str) -> str | None:
 
 def extract_flexible(reply: str) -> str | None:
     """The last number of the reply, or None."""
-    matches = list(NUMBER.finditer(reply))
+    matches = list(NUMBER.finditer(reply.translate(MINUS)))
     return _number(matches[-1]) if matches else None
 
 
 def extract_last_word(reply: str) -> str | None:
     """The reply's last whitespace-separated word, trailing punctuation and "$"/"," removed (the reference)."""
-    words = reply.split()
+    words = reply.translate(MINUS).split()
     if not words:
         return None
     return words[-1].rstrip(".!?;:").replace(",", "").replace("$", "") or None
@@ -66,8 +78,9 @@ EXTRACT = {"strict": extract_strict, "flexible": extract_flexible, "last_word": 
 def is_equivalent(gold: str, answer: str | None) -> bool:
     """math-verify's equivalence of the gold number and an extracted answer (False when it cannot parse).
 
-    Two plain decimal numbers are compared exactly (Decimal), which is math-verify's verdict on them too at
-    a small fraction of its cost (~10 ms a call through sympy); anything else goes to math-verify."""
+    Two plain decimal numbers (exponents too) are compared exactly (Decimal), which is math-verify's verdict on
+    them too at a small fraction of its cost (~10 ms a call through sympy); anything else (a fraction such as
+    "4/2") goes to math-verify."""
     if answer is None:
         return False
     try:
@@ -100,6 +113,8 @@ class GSM8KTask:
     """The 1,319 test questions (``limit``: the first ones) with few-shot prompts."""
 
     name = "gsm8k"
+    paper = Sampling(32, 0.6, 1.0, 250)  # docs/paper.md §7.1
+    decoding = "sample"
     stop_at_eot = True
     stop_strings: tuple[str, ...] = ()
 
@@ -113,6 +128,12 @@ class GSM8KTask:
     def settings(self) -> dict[str, Any]:
         return {"source": self.source, "exemplars": self.exemplars, "exemplar_split": self.exemplar_split,
                 "prompt_style": self.prompt_style, "score_truncated": self.score_truncated}
+
+    def notes(self) -> list[str]:
+        return [f"headline: {HEADLINE} ({HEADLINE_RULE})"]
+
+    def ready_to_score(self) -> None:
+        return None
 
     def problems(self) -> list[Problem]:
         test = load_split(self.source, "test")
@@ -144,4 +165,4 @@ class GSM8KTask:
                 metrics[f"pass@{k}/{mode}"] = value
         finished = [r["finish"] == "stop" for v in per_problem.values() for r in v]
         metrics["finished_fraction"] = sum(finished) / max(1, len(finished))
-        return {"metrics": metrics, "headline": "pass@1/strict"}
+        return {"metrics": metrics, "headline": HEADLINE, "headline_rule": HEADLINE_RULE}

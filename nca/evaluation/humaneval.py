@@ -9,8 +9,9 @@ the program prompt + completion + test + ``check(entry_point)`` must run to the 
     completion = truncate(sample)                             # cut at STOP_STRINGS
     verdicts = score(problems, [("HumanEval/0", 0, completion)], workers=2, timeout=3.0)
 
-Execution is in `nca.evaluation.sandbox` (its own process per program, namespaces where available, and a pass
-that only a completed check can produce), not the openai/human-eval guard.
+Execution is in `nca.evaluation.sandbox` (its own process per program in namespaces made by bubblewrap or
+unshare, refused where neither works unless isolation='none' is asked for, and a pass that only a completed
+check can produce), not the openai/human-eval guard.
 """
 
 from __future__ import annotations

@@ -11,12 +11,38 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 
 from nca.datamodules.shards import IGNORE_INDEX
+
+
+class PerplexityTask:
+    """Token-weighted loss and perplexity of a text checkpoint on its validation split or on ``data``
+    (``limit``: the first batches). Nothing is sampled: ``paper`` is None."""
+
+    name = "perplexity"
+    paper = None
+
+    def __init__(self, data: Optional[str] = None, tokenizer: Optional[str] = None, cache_dir: Optional[str] = None,
+                 limit: Optional[int] = None, batch_size: Optional[int] = None):
+        self.data, self.tokenizer, self.cache_dir, self.limit, self.batch_size = data, tokenizer, cache_dir, limit, batch_size
+
+    def settings(self) -> dict[str, Any]:
+        return {"data": self.data, "tokenizer": self.tokenizer, "limit": self.limit, "cache_dir": self.cache_dir}
+
+    def notes(self) -> list[str]:
+        return []
+
+    def measure(self, loaded, progress=None) -> dict[str, Any]:
+        """Build the corpus's validation cache if needed and measure ``loaded`` (a LoadedModel) on it."""
+        dm = text_datamodule(loaded.provenance, self.data, self.tokenizer, self.cache_dir, self.batch_size)
+        if dm.vocab_size > loaded.config.padded_vocab_size:
+            raise ValueError(f"the corpus tokenizer has {dm.vocab_size} ids but the model only "
+                             f"{loaded.config.padded_vocab_size} rows: give the model's own --tokenizer")
+        return perplexity(loaded.model, dm, self.limit, progress=progress)
 
 
 

@@ -58,22 +58,35 @@ class SettingsMismatch(ValueError):
     pass
 
 
-def check_settings(folder: str | Path, settings: dict[str, Any]) -> None:
-    """Record ``settings`` in a new folder, or make sure they equal the ones recorded there."""
+def compare_settings(folder: str | Path, settings: dict[str, Any]) -> bool:
+    """Whether ``folder`` already records these settings (False: a new folder); `SettingsMismatch` when it
+    records others. Writes nothing."""
     path = Path(folder) / SETTINGS
-    settings = json.loads(json.dumps(settings))  # the JSON form (tuples -> lists) for a fair comparison
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, settings)
-        return
+        return False
+    settings = json.loads(json.dumps(settings))  # the JSON form (tuples -> lists) for a fair comparison
     recorded = json.loads(path.read_text())
     diff = [f"{k}: recorded {recorded.get(k)!r}, now {settings.get(k)!r}"
             for k in sorted(set(recorded) | set(settings)) if recorded.get(k) != settings.get(k)]
-    if diff:
-        raise SettingsMismatch(
-            f"{path.parent} holds an evaluation with other settings ({'; '.join(diff)}). Rerun with the recorded "
-            "settings to resume it, or give another --out for a new evaluation."
-        )
+    if not diff:
+        return True
+    new = sorted(set(settings) - set(recorded))
+    older = (f" It was written by an older nca evaluate that did not record {', '.join(new)}: its samples stay "
+             "readable there, but this version scores with these settings only.") if new else ""
+    raise SettingsMismatch(
+        f"{path.parent} holds an evaluation with other settings ({'; '.join(diff)}).{older} Rerun with the "
+        "recorded settings to resume it, or give another --out for a new evaluation."
+    )
+
+
+def record_settings(folder: str | Path, settings: dict[str, Any]) -> None:
+    """Record ``settings`` in ``folder`` unless it already holds them (`SettingsMismatch` when it holds others)."""
+    if not compare_settings(folder, settings):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        write_json(Path(folder) / SETTINGS, json.loads(json.dumps(settings)))
+
+
+check_settings = record_settings  # the name earlier code used
 
 
 def write_json(path: str | Path, data: Any) -> None:

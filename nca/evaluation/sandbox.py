@@ -6,19 +6,21 @@ Usage::
         results = sandbox.run_many([Job(program, test, entry_point)])   # -> [Result(passed, reason)]
     run(program, test, entry_point)                                      # one program, one-off sandbox
 
-Each worker is one long-lived fork server (`nca/evaluation/sandbox_server.py`) inside bubblewrap when bubblewrap
-works here: new network (no interfaces but loopback), PID, IPC and UTS namespaces, read-only binds of only
-the system libraries and the Python install, a private size-limited /tmp, no /proc, a clean environment,
-and the server dies with its parent. Every program runs in its own process forked from the server
-(setsid, rlimits for CPU time, address space, processes, file size and open files, a per-worker uid when
-root, an empty 0700 working directory removed afterwards); the server kills everything of that uid once
-the program ends or its wall-clock timeout passes. How a pass is made unforgeable is explained in
-`nca/evaluation/sandbox_guard.py`; the threat model, what is and is not isolated, and the measured throughput
-are in docs/sandbox.md.
+Each worker is one long-lived fork server (`nca/evaluation/sandbox_server.py`) in namespaces of its own: new
+network (no interfaces but loopback), PID, IPC, UTS and mount namespaces whose file system is only the
+system libraries and the Python install (read-only), a private size-limited /tmp, no /proc and a clean
+environment. Two ways to build them, the same containment (docs/sandbox.md):
+  bwrap     bubblewrap, where it is installed and may create namespaces;
+  unshare   util-linux's ``unshare`` + ``pivot_root`` (root, or where unprivileged user namespaces are
+            allowed), with ``setpriv`` dropping the capabilities the server does not need.
+Every program runs in its own process forked from the server (setsid, rlimits for CPU time, address space,
+processes, file size and open files, a per-worker uid when root, an empty 0700 working directory removed
+afterwards); the server kills everything in its PID namespace once the program ends or its wall-clock
+timeout passes. How a pass is made unforgeable is explained in `nca/evaluation/sandbox_guard.py`.
 
-Without bubblewrap (or where it cannot create namespaces) the fallback is ``unshare --net`` when that
-works (root), else no network isolation at all: then ONE loud warning is printed and only the rlimits, the
-clean environment, the guard and (as root) the per-worker uid remain.
+Where neither works, ``isolation="auto"`` refuses in one line (`SandboxUnavailable`), naming bubblewrap;
+``isolation="none"`` is the explicit opt-in to run without namespaces (rlimits, a clean environment, the
+guard and, as root, a per-worker uid only), with one loud warning.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import secrets
 import select
 import shutil
 import struct
@@ -44,6 +47,11 @@ SERVER = Path(__file__).with_name("sandbox_server.py")
 GUARD = SERVER.with_name("sandbox_guard.py")  # imported by the server from its own directory
 ISOLATIONS = ("auto", "bwrap", "unshare", "none")
 _warned = False
+BWRAP_HINT = "install bubblewrap (apt-get install -y bubblewrap)"
+
+
+class SandboxUnavailable(RuntimeError):
+    """No namespaces can be made here, and running model-written code without them was not asked for."""
 
 
 @dataclass(frozen=True)
@@ -110,9 +118,61 @@ def _bwrap_command(slot: int, config: dict) -> list[str]:
     return _bwrap_prefix() + [_python()[0], "-I", "-S", "/sandbox/server.py", str(slot), json.dumps(config)]
 
 
-def _plain_command(slot: int, config: dict, unshare: bool) -> list[str]:
-    server = [_python()[0], "-I", "-S", str(SERVER), str(slot), json.dumps(config)]
-    return (["unshare", "--net"] if unshare else []) + server
+# Builds the sandbox's root in a fresh mount namespace (a tmpfs over /tmp, seen by nothing outside), makes
+# it the root with pivot_root, detaches the host's file system and runs the server with fewer capabilities.
+# $1 python, $2 its install prefix ("" when under /usr), $3 the interpreter when outside both, $4 server,
+# $5 guard, $6 "user" inside a user namespace (then the server keeps no capability at all); then python's args.
+_UNSHARE_SCRIPT = r"""set -eu
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+umask 022
+PY=$1 PREFIX=$2 EXE=$3 SERVER=$4 GUARD=$5 USERNS=$6
+shift 6
+mount -t tmpfs -o size=16m,mode=0755 sandbox-root /tmp
+cd /tmp
+for d in /usr /bin /lib /lib64 /lib32 /sbin; do
+  if [ -L "$d" ]; then ln -s "$(readlink "$d")" ".$d"
+  elif [ -d "$d" ]; then mkdir -p ".$d"; mount --bind -o ro,nosuid,nodev "$d" ".$d"; fi
+done
+if [ -n "$PREFIX" ]; then mkdir -p ".$PREFIX"; mount --bind -o ro,nosuid,nodev "$PREFIX" ".$PREFIX"; fi
+if [ -n "$EXE" ]; then mkdir -p ".${EXE%/*}"; touch ".$EXE"; mount --bind -o ro,nosuid,nodev "$EXE" ".$EXE"; fi
+mkdir dev tmp sandbox proc .old
+for n in null zero full random urandom; do touch "dev/$n"; mount --bind "/dev/$n" "dev/$n"; done
+mount -t tmpfs -o size=256m,mode=0755,nosuid,nodev sandbox-tmp tmp
+cp "$SERVER" sandbox/server.py
+cp "$GUARD" sandbox/sandbox_guard.py
+pivot_root . .old
+cd /
+mount -t proc proc /proc
+umount -l /.old
+umount /proc
+rmdir /.old /proc
+mount -o remount,ro,bind /
+if [ "$USERNS" = user ]; then
+  exec setpriv --inh-caps=-all --bounding-set=-all \
+    --securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked -- "$PY" -I -S "$@"
+fi
+exec setpriv --inh-caps=-all --bounding-set=-all,+setuid,+setgid,+chown,+dac_override,+fowner,+kill \
+  -- "$PY" -I -S "$@"
+"""
+_SYSTEM_DIRS = ("/usr", "/bin", "/lib", "/lib64", "/lib32", "/sbin")
+
+
+def _unshare_prefix() -> list[str]:
+    """``unshare`` + the set-up script up to (not including) python's arguments."""
+    executable, prefix = _python()
+    visible = lambda path: any(path == d or path.startswith(d + os.sep) for d in _SYSTEM_DIRS)  # noqa: E731
+    userns = os.geteuid() != 0
+    extra = "" if visible(executable) or executable.startswith(prefix + os.sep) else executable
+    return (["unshare"] + (["--user", "--map-root-user"] if userns else [])
+            + ["--mount", "--pid", "--fork", "--net", "--ipc", "--uts", "--kill-child", "--",
+               "/bin/sh", "-c", _UNSHARE_SCRIPT, "sandbox", executable, "" if visible(prefix) else prefix, extra,
+               str(SERVER), str(GUARD), "user" if userns else "root"])
+
+
+def _plain_command(slot: int, config: dict, isolation: str) -> list[str]:
+    if isolation == "unshare":
+        return _unshare_prefix() + ["/sandbox/server.py", str(slot), json.dumps(config)]
+    return [_python()[0], "-I", "-S", str(SERVER), str(slot), json.dumps(config)]
 
 
 def _probe(command: list[str]) -> bool:
@@ -127,32 +187,52 @@ def _probe(command: list[str]) -> bool:
 def available(isolation: str) -> bool:
     """Whether ``isolation`` ('bwrap', 'unshare', 'none') works on this machine (tried once)."""
     executable = _python()[0]
+    check = ["-c", "import mmap, socket, threading, dataclasses"]  # the install is readable inside
     if isolation == "bwrap":
-        return bool(shutil.which("bwrap")) and _probe(_bwrap_prefix() + [executable, "-I", "-S", "-c", "import socket"])
+        return bool(shutil.which("bwrap")) and _probe(_bwrap_prefix() + [executable, "-I", "-S", *check])
     if isolation == "unshare":
-        return bool(shutil.which("unshare")) and _probe(["unshare", "--net", executable, "-I", "-S", "-c", "pass"])
+        tools = ("unshare", "setpriv", "pivot_root", "mount")
+        return all(shutil.which(t, path="/usr/sbin:/usr/bin:/sbin:/bin") for t in tools) and _probe(
+            _unshare_prefix() + check)
     return isolation == "none"
 
 
-def detect_isolation() -> str:
-    """The strongest isolation that works here: 'bwrap', else 'unshare' (root), else 'none'."""
-    return next(kind for kind in ("bwrap", "unshare", "none") if available(kind))
+def detect_isolation() -> str | None:
+    """The namespaces that work here: 'bwrap', else 'unshare', else None (then only an explicit 'none' runs)."""
+    return next((kind for kind in ("bwrap", "unshare") if available(kind)), None)
+
+
+def resolve_isolation(isolation: str = "auto") -> str:
+    """The isolation a `Sandbox` would use: ``isolation`` itself, or for 'auto' what `detect_isolation` finds;
+    `SandboxUnavailable` (one line, naming bubblewrap) when that cannot work here."""
+    if isolation not in ISOLATIONS:
+        raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
+    chosen = detect_isolation() if isolation == "auto" else isolation
+    if chosen is None:
+        raise SandboxUnavailable(
+            f"no sandbox for model-written code here: {BWRAP_HINT}, or allow namespaces (root or unprivileged "
+            "user namespaces for unshare); to run it without one, opt in with isolation 'none' "
+            "(nca evaluate --sandbox none, recorded in results.json)")
+    if not available(chosen):
+        raise SandboxUnavailable(f"isolation {chosen!r} does not work here: {BWRAP_HINT} (bwrap) or run as root "
+                                 "or with user namespaces (unshare); or use 'auto'")
+    return chosen
 
 
 def _warn_unisolated() -> None:
     global _warned
     if not _warned:
         _warned = True
-        exposed = "the network" + (" and signal or write as you (not root)" if os.geteuid() else "")
+        exposed = "the network, every file this user can read" + ("" if os.geteuid() == 0 else
+                                                                  ", and signal or write as you")
         message = "\n".join([
             "!" * 78,
-            "SANDBOX WARNING: no network isolation (neither bubblewrap nor `unshare --net` works here,",
-            "or isolation='none' was chosen). Untrusted programs run with rlimits, a clean environment and",
-            f"the Python guard ONLY: they can reach {exposed}.",
-            "Install bubblewrap (apt-get install -y bubblewrap) or allow user namespaces.",
+            "SANDBOX WARNING: isolation='none' was chosen: untrusted programs run without namespaces, with",
+            f"rlimits, a clean environment and the Python guard ONLY: they can reach {exposed}.",
+            f"To contain them, {BWRAP_HINT} or allow namespaces.",
             "!" * 78])
         print(message, file=sys.stderr, flush=True)
-        warnings.warn("sandbox without network isolation (see stderr)", RuntimeWarning, stacklevel=3)
+        warnings.warn("sandbox without namespaces (see stderr)", RuntimeWarning, stacklevel=3)
 
 
 class _Server:
@@ -217,14 +297,8 @@ class Sandbox:
     def __init__(self, workers: int = 2, limits: Limits | None = None, isolation: str = "auto"):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
-        if isolation not in ISOLATIONS:
-            raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
         self.limits = limits or Limits()
-        self.isolation = detect_isolation() if isolation == "auto" else isolation
-        if not available(self.isolation):
-            raise RuntimeError(f"isolation={self.isolation!r} does not work here (bubblewrap needs to be installed, "
-                               "apt-get install -y bubblewrap, and allowed to make namespaces; unshare needs root): "
-                               "use isolation='auto'")
+        self.isolation = resolve_isolation(isolation)
         if self.isolation == "none":
             _warn_unisolated()
         self.workers = workers
@@ -233,17 +307,21 @@ class Sandbox:
         self._spawner: ThreadPoolExecutor | None = None
         self._cpu: dict[int, float] = {}  # latest cumulative CPU seconds per live server
         self._cpu_replaced = 0.0  # what servers that died had used
+        self._uid_base = 100_000 + 64 * secrets.randbelow(1 << 20)
 
     def _config(self) -> dict:
         limits = asdict(self.limits)
-        private = self.isolation == "bwrap"  # no /proc and a PID namespace of its own
+        private = self.isolation != "none"  # no /proc, a PID namespace and a /tmp of its own
         return {"limits": limits, "private_proc": private, "pid_namespace": private, "private_tmp": private,
-                "native_dir": sysconfig.get_config_var("DESTSHARED")}
+                "native_dir": sysconfig.get_config_var("DESTSHARED"),
+                # as root, each program gets a uid of its own; chosen per pool, so that pools running at once
+                # without namespaces (isolation 'none') cannot sweep each other's programs
+                "uid_base": self._uid_base if os.geteuid() == 0 else None}
 
     def _start(self, slot: int) -> _Server:
         config = self._config()
         command = (_bwrap_command(slot, config) if self.isolation == "bwrap"
-                   else _plain_command(slot, config, unshare=self.isolation == "unshare"))
+                   else _plain_command(slot, config, self.isolation))
         server = self._spawner.submit(_Server, command).result()
         self._started.append(server)
         return server
@@ -298,3 +376,11 @@ def run(program: str, test: str = "", entry_point: str | None = None, limits: Li
     """One program in a one-off sandbox (for a batch, keep a `Sandbox` open: start-up costs ~0.1 s)."""
     with Sandbox(1, limits, isolation) as sandbox:
         return sandbox.run(Job(program, test, entry_point))
+
+
+if __name__ == "__main__":  # python -m nca.evaluation.sandbox: which namespaces work here (exit 1: none)
+    try:
+        print(resolve_isolation("auto"))
+    except SandboxUnavailable as refusal:
+        print(refusal, file=sys.stderr)
+        sys.exit(1)

@@ -5,7 +5,7 @@ under ``python -I -S``). It reads framed JSON jobs on stdin and answers each wit
 stdout. The server itself never runs untrusted code; every program runs in a fresh child forked from it,
 so a hostile program cannot change the state a later program starts from.
 
-Child, in order: own session, stdin/stdout on /dev/null, rlimits, a fresh uid when the server is root
+Child, in order: own session, stdin/stdout on /dev/null, rlimits, a uid of its own when the server is root
 (the child can then signal, trace or write nothing of the server's or another program's), its own empty
 0700 working directory, a clean environment; then `sandbox_guard` (the guard and the harness).
 
@@ -41,7 +41,6 @@ import fractions, functools, hashlib, heapq, itertools, math, operator, random, 
 import string, textwrap, typing, unicodedata  # noqa: E401,F401
 
 REASON_PREFIX = "sandbox-reason: "
-SLOT_UID_BASE = 60000
 
 
 def _limit(limits: dict, timeout: float) -> None:
@@ -127,9 +126,9 @@ def _drain(fd: int, buffer: bytearray, cap: int, keep_tail: bool) -> None:
 
 
 def _sweep(pid: int, uid: int | None, pid_namespace: bool) -> None:
-    """Kill everything the program started. In a private PID namespace (bubblewrap) kill(-1) reaches every
-    process there but bubblewrap's init and this server; outside one, every process of the program's uid
-    (kill(-1) from a helper running as that uid); unprivileged, its process group."""
+    """Kill everything the program started. In a private PID namespace kill(-1) reaches every process there
+    but this server (and bubblewrap's init); outside one, every process of the program's uid (kill(-1) from a
+    helper running as that uid); unprivileged, its process group."""
     if pid_namespace:
         os.kill(-1, signal.SIGKILL)
         return
@@ -148,6 +147,19 @@ def _sweep(pid: int, uid: int | None, pid_namespace: bool) -> None:
         finally:
             os._exit(0)
     os.waitpid(killer, 0)
+
+
+def _reap() -> None:
+    """Wait for every process left in the namespace. Under ``unshare`` the server is its PID 1, so the
+    program's orphans (killed by the sweep) become its children: reaped here, they free their uid's process
+    count before the next program; under bubblewrap there are none and this returns at once."""
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
 
 
 def _clean(workdir: str, private_tmp: bool) -> None:
@@ -183,7 +195,7 @@ def _describe(status: int | None, timed_out: bool, result: bytes, nonce: bytes, 
 
 def run_job(job: dict, slot: int, config: dict) -> dict:
     """Fork one child for ``job``, wait for it (at most its timeout), clean up, and say what happened."""
-    uid = SLOT_UID_BASE + slot if os.geteuid() == 0 else None
+    uid = config["uid_base"] + slot if config.get("uid_base") is not None else None
     workdir = tempfile.mkdtemp(prefix="job-")
     if uid is not None:
         os.chown(workdir, uid, uid)
@@ -221,6 +233,8 @@ def run_job(job: dict, slot: int, config: dict) -> dict:
                 selector.unregister(key.fd)
     _sweep(pid, uid, config["pid_namespace"])
     _, status = os.waitpid(pid, 0)
+    if config["pid_namespace"]:
+        _reap()
     for fd, buffer in buffers.items():
         _drain(fd, *buffer)
     selector.close()
