@@ -31,7 +31,7 @@ import nca.datamodules.nca  # noqa: F401
 import nca.datamodules.text  # noqa: F401
 from nca.lit_modules.causal_lm import CausalLM
 from nca.lit_modules.guards import NonFiniteGuard
-from nca.cli import console, preflight
+from nca.cli import console, parsing, preflight
 from nca.cli.errors import UsageError, user_error
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -84,11 +84,17 @@ class RecordingInstantiator(_InstantiatorFn):
             raise
 
 
+class NCAArgumentParser(parsing.StrictParsing, LightningArgumentParser):
+    """Lightning's parser, raising one-line errors and taking no abbreviations (nested parsers too)."""
+
+
 class NCACLI(LightningCLI):
     """LightningCLI for ``CausalLM`` and any DataModule (``data: {class_path: ..., init_args: ...}``)."""
 
     def __init__(self, args: Optional[list[str]] = None, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
+        kwargs.setdefault("parser_class", NCAArgumentParser)
+        self.parsers: list[LightningArgumentParser] = []  # every parser built: the main one, one per subcommand
         console.quiet_warnings()
         # constructor errors, kept for the one-line message (a list the caller may pass to read them afterwards)
         self.construction_errors: list[BaseException] = kwargs.pop("construction_errors", [])
@@ -113,10 +119,15 @@ class NCACLI(LightningCLI):
         kwargs.setdefault("description", "Train causal LMs on NCA / text tokens with Lightning (`nca --help`: all verbs).")
         kwargs.setdefault("prog", "nca")
         kwargs.setdefault("allow_abbrev", False)  # `--trainer.max_step` must be an error, not max_steps
-        return super().init_parser(**kwargs)
+        self.parsers.append(super().init_parser(**kwargs))
+        return self.parsers[-1]
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        self.config = parser.parse_args(args)  # without Lightning's warning about args beside sys.argv
+        """Without Lightning's warning about args beside sys.argv; a mistake is one line naming the nearest key."""
+        args = list(args or [])
+        verb = args[0] if args and args[0] in self.subcommands() else None
+        own = next((p for p in self.parsers if verb and p.prog.split()[-1] == verb), parser)
+        self.config = parsing.parse(parser, args, f"nca {verb}" if verb else "nca", keys=lambda: parsing.valid_keys(own))
 
     def _parse_ckpt_path(self) -> None:
         """Lightning reads a ``--ckpt_path`` file's hyper-parameters right after parsing: check it first."""
