@@ -26,11 +26,13 @@ import argparse
 import difflib
 import importlib
 import inspect
+import json
 import re
 import typing
 from dataclasses import fields, is_dataclass
 from typing import Any, Callable, Iterable, Literal, Optional, Union
 
+import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from nca.cli.errors import UsageError
@@ -110,21 +112,19 @@ def choices(target: Callable) -> dict[str, tuple]:
 
 # -------------------------------------------------------------------------------------------- argv
 def expand_lists(argv: list[str], lists: Iterable[str] = (), positional: Optional[str] = None) -> list[str]:
-    """``argv`` in jsonargparse's own list syntax: ``--k a b`` and ``--k a --k b`` become ``--k [] --k+ a
-    --k+ b`` (the first occurrence replaces a config file's list, later ones add to it); ``--k '[a, b]'`` and
-    ``--k+ a`` pass as they are; bare values go to the ``positional`` list key."""
-    lists, out, bare, seen, i = set(lists), [], [], set(), 0
+    """``argv`` with each list option's values as one JSON list at its first place: ``--k a b``, ``--k a --k b``
+    and bare values of the ``positional`` key all become ``--k '["a", "b"]'`` (strings, typed by jsonargparse
+    like any other value). A lone YAML form ``--k '[a, b]'`` and jsonargparse's ``--k+ a`` pass as they are."""
+    lists, out, values, i = set(lists), [], {}, 0
     while i < len(argv):
         token = argv[i]
         flag, eq, value = token.partition("=")
         key = flag[2:] if flag.startswith("--") else None
         if key in lists:
-            values, i = ([value], i + 1) if eq else _gather(argv, i + 1)
-            if key not in seen and len(values) == 1 and values[0].lstrip().startswith("["):
-                out += [flag, values[0]]  # the YAML form: a whole list
-            else:
-                out += ([flag, "[]"] if key not in seen else []) + [a for v in values for a in (f"{flag}+", v)]
-            seen.add(key)
+            given, i = ([value], i + 1) if eq else _gather(argv, i + 1)
+            if key not in values:
+                out.append(key)  # a placeholder: the whole list goes here
+            values.setdefault(key, []).append(given)
         elif token.startswith("-") and not _number(token):
             out.append(token)
             takes_value = not eq and flag not in NO_VALUE and i + 1 < len(argv)
@@ -132,13 +132,25 @@ def expand_lists(argv: list[str], lists: Iterable[str] = (), positional: Optiona
                 out.append(argv[i + 1])
                 i += 1
             i += 1
-        else:
-            (bare if positional else out).append(token)
+        elif positional:
+            if positional not in values:
+                out.append(positional)
+            values.setdefault(positional, []).append([token])
             i += 1
-    if bare:
-        out += ([f"--{positional}", "[]"] if positional not in seen else []) + [
-            a for v in bare for a in (f"--{positional}+", v)]
-    return out
+        else:
+            out.append(token)
+            i += 1
+    return [a for item in out for a in ([f"--{item}", _as_list(values[item])] if item in values else [item])]
+
+
+def _as_list(groups: list[list[str]]) -> str:
+    """One list out of every occurrence's values; a value in the YAML form is a whole list."""
+    if len(groups) == 1 and len(groups[0]) == 1 and groups[0][0].lstrip().startswith("["):
+        return groups[0][0]
+    items: list = []
+    for value in (v for group in groups for v in group):
+        items += yaml.safe_load(value) if value.lstrip().startswith("[") else [value]
+    return json.dumps(items)
 
 
 def _gather(argv: list[str], i: int) -> tuple[list[str], int]:

@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback, _InstantiatorFn
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 # The project's DataModules, imported so that `--data NCADataModule` (a short class name) resolves.
 import nca.datamodules.bbl  # noqa: F401
@@ -30,6 +30,7 @@ import nca.datamodules.gsm8k  # noqa: F401
 import nca.datamodules.nca  # noqa: F401
 import nca.datamodules.text  # noqa: F401
 from nca.lit_modules.causal_lm import CausalLM
+from nca.lit_modules.framework import CLIHooks, InstantiatorFn
 from nca.lit_modules.guards import NonFiniteGuard
 from nca.cli import console, parsing, preflight
 from nca.cli.errors import UsageError, user_error
@@ -71,7 +72,7 @@ def free_name(directory: Path, stem: str, suffix: str) -> str:
     return name
 
 
-class RecordingInstantiator(_InstantiatorFn):
+class RecordingInstantiator(InstantiatorFn):
     """Lightning's instantiator, keeping the error a constructor raised: jsonargparse folds it into a
     40-line Union message, the CLI wants the constructor's own one line."""
 
@@ -88,7 +89,7 @@ class NCAArgumentParser(parsing.StrictParsing, LightningArgumentParser):
     """Lightning's parser, raising one-line errors and taking no abbreviations (nested parsers too)."""
 
 
-class NCACLI(LightningCLI):
+class NCACLI(CLIHooks):
     """LightningCLI for ``CausalLM`` and any DataModule (``data: {class_path: ..., init_args: ...}``)."""
 
     def __init__(self, args: Optional[list[str]] = None, run: bool = True, **kwargs: Any) -> None:
@@ -129,15 +130,14 @@ class NCACLI(LightningCLI):
         own = next((p for p in self.parsers if verb and p.prog.split()[-1] == verb), parser)
         self.config = parsing.parse(parser, args, f"nca {verb}" if verb else "nca", keys=lambda: parsing.valid_keys(own))
 
-    def _parse_ckpt_path(self) -> None:
+    def check_ckpt_path(self) -> None:
         """Lightning reads a ``--ckpt_path`` file's hyper-parameters right after parsing: check it first."""
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path and path != "last" and path not in preflight.SPECIAL_CKPT:
             preflight.resume_path(path, None)
-        super()._parse_ckpt_path()
 
-    def _add_instantiators(self) -> None:
+    def add_instantiators(self) -> None:
         for key, class_type, subclasses in (("model", CausalLM, False), ("data", LightningDataModule, True)):
             self.parser.add_instantiator(RecordingInstantiator(cli=self, key=key), class_type, subclasses=subclasses)
 
@@ -198,9 +198,9 @@ class NCACLI(LightningCLI):
         existed = log_dir.is_dir()
         self._log_dir_state = (log_dir, existed, {p.name for p in log_dir.iterdir()} if existed else set())
 
-    def _run_subcommand(self, subcommand: str) -> None:
+    def run_subcommand(self, subcommand: str) -> None:
         try:
-            super()._run_subcommand(subcommand)
+            super().run_subcommand(subcommand)
         except BaseException:
             if subcommand != "fit" or self.trainer.global_step == 0:
                 self._undo_log_dir()
