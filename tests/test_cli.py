@@ -80,7 +80,6 @@ def test_paper_model_has_1_61b_non_embedding_parameters():
 @pytest.mark.parametrize("bad, near", [
     (["--model.lrr", "1e-3"], "--model.lr"),                                    # misspelt module argument
     (["--trainer.max_step", "5"], "--trainer.max_steps"),                       # misspelt trainer argument
-    (["--trainer.max_step=5"], "--trainer.max_steps"),
     (["--model.config.n_layers", "4"], "--model.config.n_layer"),               # misspelt model size key
     (["--data.init_args.seq_length", "32"], "--data.init_args.seq_len"),        # misspelt DataModule argument
     (["--trainer.logger.init_args.nam", "x"], "--trainer.logger.init_args.name"),
