@@ -9,6 +9,7 @@ import pytest
 from torch.utils.tensorboard import SummaryWriter
 
 from nca.analysis import curves, token_stats
+from nca.cli import main as nca_main
 from nca.datamodules.shards import ShardWriter
 from nca.automaton.complexity import gzip_ratio
 
@@ -98,7 +99,7 @@ def test_errors_name_the_problem(runs, tmp_path):
 
 def test_cli_writes_png_and_json(runs, tmp_path, capsys):
     out = tmp_path / "plots" / "curves.png"
-    rc = curves.main(["--runs", f"scratch={runs / 'scratch'}", f"nca={runs / 'nca'}", "--baseline", "scratch",
+    rc = nca_main(["curves", "--runs", f"scratch={runs / 'scratch'}", f"nca={runs / 'nca'}", "--baseline", "scratch",
                       "--tag", "val/ppl", "--x", "tokens", "--out", str(out)])
     assert rc == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -112,7 +113,7 @@ def test_cli_writes_png_and_json(runs, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"{NCA_SPEEDUP:.2f}" in printed and "nca" in printed
     before = out.read_bytes()
-    assert curves.main(["--runs", f"scratch={runs / 'scratch'}", "--out", str(out)]) == 2  # never overwrites
+    assert nca_main(["curves", "--runs", f"scratch={runs / 'scratch'}", "--out", str(out)]) == 2  # never overwrites
     assert out.read_bytes() == before and "already exist" in capsys.readouterr().err
 
 
@@ -121,7 +122,7 @@ def test_cli_writes_png_and_json(runs, tmp_path, capsys):
     (["--tag", "val/nope"], "its scalar tags are: .*val/ppl"),
 ])
 def test_cli_errors(runs, tmp_path, capsys, args, message):
-    rc = curves.main(["--runs", f"scratch={runs / 'scratch'}", "--out", str(tmp_path / "c.png"), *args])
+    rc = nca_main(["curves", "--runs", f"scratch={runs / 'scratch'}", "--out", str(tmp_path / "c.png"), *args])
     assert rc == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "c.png").exists()
@@ -210,14 +211,14 @@ def test_row_sample_is_seeded_subset(text_corpus):
 
 def test_token_stats_cli(text_corpus, nca_corpus, tmp_path, capsys):
     out = tmp_path / "stats.json"
-    assert token_stats.main([str(text_corpus), str(nca_corpus[0]), "--json", str(out)]) == 0
+    assert nca_main(["token-stats", str(text_corpus), str(nca_corpus[0]), "--json", str(out)]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(str(tmp_path))]
     assert len(lines) == 2 and "[text]" in lines[0] and "delimiters 33.33%" in lines[1]
     stats = json.loads(out.read_text())
     assert [s["distinct"] for s in stats] == [5, 8]
-    assert token_stats.main([str(text_corpus), "--json", str(out)]) == 2  # never overwrites
+    assert nca_main(["token-stats", str(text_corpus), "--json", str(out)]) == 2  # never overwrites
     assert json.loads(out.read_text()) == stats and "already exists" in capsys.readouterr().err
-    assert token_stats.main([str(tmp_path / "nothing")]) == 2
+    assert nca_main(["token-stats", str(tmp_path / "nothing")]) == 2
     assert "manifest.json is missing" in capsys.readouterr().err
 
 
@@ -247,9 +248,9 @@ def test_zipf_slope_of_an_exact_power_law():
 
 def test_token_stats_zipf_plot(text_corpus, nca_corpus, tmp_path, capsys):
     out = tmp_path / "zipf.png"
-    assert token_stats.main([str(text_corpus), str(nca_corpus[0]), "--zipf", str(out)]) == 0
+    assert nca_main(["token-stats", str(text_corpus), str(nca_corpus[0]), "--zipf", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "zipf n/a" in capsys.readouterr().out  # 5 ids: no fit
-    assert token_stats.main([str(text_corpus), "--zipf", str(out)]) == 2
+    assert nca_main(["token-stats", str(text_corpus), "--zipf", str(out)]) == 2
     assert "already exists; choose another --zipf" in capsys.readouterr().err
-    assert token_stats.main([str(text_corpus), str(nca_corpus[0]), "--zipf", str(tmp_path / "z2.png"), "--labels", "owt"]) == 2
+    assert nca_main(["token-stats", str(text_corpus), str(nca_corpus[0]), "--zipf", str(tmp_path / "z2.png"), "--labels", "owt"]) == 2
     assert "one label per directory" in capsys.readouterr().err and not (tmp_path / "z2.png").exists()

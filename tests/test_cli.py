@@ -77,25 +77,38 @@ def test_paper_model_has_1_61b_non_embedding_parameters():
     assert (total - embeddings) / 1e9 == pytest.approx(1.61, abs=0.01)
 
 
-@pytest.mark.parametrize("bad", [
-    ["--model.lrr", "1e-3"],                      # misspelt module argument
-    ["--trainer.max_step", "5"],                 # misspelt trainer argument
-    ["--model.config.n_layers", "4"],            # misspelt model size key
-    ["--data.init_args.seq_length", "32"],       # misspelt DataModule argument
+@pytest.mark.parametrize("bad, near", [
+    (["--model.lrr", "1e-3"], "--model.lr"),                                    # misspelt module argument
+    (["--trainer.max_step", "5"], "--trainer.max_steps"),                       # misspelt trainer argument
+    (["--model.config.n_layers", "4"], "--model.config.n_layer"),               # misspelt model size key
+    (["--data.init_args.seq_length", "32"], "--data.init_args.seq_len"),        # misspelt DataModule argument
+    (["--trainer.logger.init_args.nam", "x"], "--trainer.logger.init_args.name"),
 ])
-def test_unknown_key_fails_before_training(tmp_path, capsys, bad):
-    with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", toy_config(tmp_path), *bad])
-    assert exit_.value.code != 0
-    error = capsys.readouterr().err.split("error:", 1)[1]  # after the usage text
-    assert bad[0].rsplit(".", 1)[-1] in error
+def test_unknown_key_is_one_line_naming_the_nearest_key(tmp_path, capsys, bad, near):
+    assert main(["fit", "--config", toy_config(tmp_path), *bad]) == 2
+    flag = bad[0].partition("=")[0]
+    assert capsys.readouterr().err.strip() == f"nca fit: error: unknown key {flag}; did you mean {near}?"
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_nested_key_is_never_abbreviated(tmp_path, capsys):
+    """jsonargparse's parsers of nested classes took `nca.temperatur` for `nca.temperature` and trained."""
+    data = {"class_path": "nca.datamodules.nca.NCADataModule", "init_args": {"nca": {"n_states": 3, "grid": 4}}}
+    assert main(["fit", "--config", toy_config(tmp_path, data=data), "--data.init_args.nca.temperatur", "1"]) == 2
+    assert capsys.readouterr().err.strip() == ("nca fit: error: unknown key --data.init_args.nca.temperatur; "
+                                               "did you mean --data.init_args.nca.temperature?")
+
+
 def test_unknown_key_in_a_config_file_fails(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        main(["fit", "--config", toy_config(tmp_path, model={"learning_rate": 1e-3})])
-    assert "learning_rate" in capsys.readouterr().err.split("error:", 1)[1]
+    assert main(["fit", "--config", toy_config(tmp_path, model={"learning_rate": 1e-3})]) == 2
+    assert capsys.readouterr().err.strip().startswith("nca fit: error: unknown key --model.learning_rate")
+    assert main(["fit", "--config", toy_config(tmp_path, trainer={"max_step": 1})]) == 2
+    assert capsys.readouterr().err.strip().endswith("did you mean --trainer.max_steps?")
+
+
+def test_a_bad_value_is_one_line_naming_its_key(tmp_path, capsys):
+    assert main(["fit", "--config", toy_config(tmp_path), "--model.lr", "fast"]) == 2
+    assert capsys.readouterr().err.strip() == "nca fit: error: --model.lr: Expected a <class 'float'>. Got value: fast"
 
 
 def test_data_vocab_is_linked_into_the_model(tmp_path):

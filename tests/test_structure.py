@@ -4,6 +4,7 @@ installed top-level name (``nca``)."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,22 @@ def test_no_source_file_is_over_400_lines():
     long = [(str(p.relative_to(ROOT)), n) for p in [*PACKAGE.rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
             if (n := len(p.read_text().splitlines())) > 400]
     assert not long, long
+
+
+def test_the_readme_map_matches_the_folders():
+    """README's "Where things live" names every folder of the package, and every file it names exists."""
+    block = (ROOT / "README.md").read_text().split("## Where things live", 1)[1].split("```")[1]
+    folders: dict[str, str] = {}
+    current = None
+    for line in block.splitlines():
+        if m := re.match(r"^  (\w+)/\s", line):
+            current = m.group(1)
+        elif not line.startswith("   "):
+            current = None
+        if current:
+            folders[current] = folders.get(current, "") + line
+    assert sorted(folders) == sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__")
+    missing = [f"{folder}/{name}" for folder, text in folders.items() for name in re.findall(r"\b(\w+\.py)\b", text)
+               if not (PACKAGE / folder / name).is_file()]
+    assert not missing, missing
+    assert all((ROOT / name).exists() for name in re.findall(r"^(\w+)/?\s", block, re.M))

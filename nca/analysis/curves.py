@@ -7,17 +7,13 @@ new version) or one ``version_N/`` directory. The speed-up of a method over a ba
 
 with both step counts read off the logged curves by linear interpolation.
 
-    python -m nca.analysis.curves --runs scratch=runs/scratch nca=runs/from_nca --baseline scratch \
-        --tag val/ppl --out curves.png          # also writes curves.json; perplexity on a log axis
+``nca curves`` (nca/cli/curves.py) draws and tabulates them from the command line.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -182,10 +178,6 @@ def plot(runs: dict[str, str | Path], baseline: str, tag: str, x: str, out: Path
     plt.close(fig)
 
 
-def _fmt(v: float | None, spec: str) -> str:
-    return "never" if v is None else format(v, spec)
-
-
 def split_pair(item: str, flag: str, form: str, example: str) -> tuple[str, str]:
     """``KEY=VALUE`` of a command-line item, or one error naming the flag, the expected form and an example."""
     key, sep, value = item.partition("=")
@@ -202,49 +194,3 @@ def parse_runs(items: list[str]) -> dict[str, str]:
             raise ValueError(f"run name {name!r} given twice in --runs")
         runs[name] = d
     return runs
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="nca curves",
-                                description="Plot TensorBoard curves of runs and tabulate final values and speed-ups.")
-    p.add_argument("--runs", nargs="+", required=True, metavar="NAME=DIR", help="runs/<name> or runs/<name>/version_N")
-    p.add_argument("--baseline", default=None, help="run the speed-up is measured against (default: the first)")
-    p.add_argument("--tag", default="val/ppl")
-    p.add_argument("--x", choices=["step", "tokens"], default="step", help="x axis (tokens: train/tokens_seen)")
-    p.add_argument("--out", default="curves.png", type=Path, help="PNG; the table goes to the same name .json")
-    p.add_argument("--y_scale", choices=["auto", "log", "linear"], default="auto",
-                   help="auto: log for perplexity tags (.../ppl), linear for the rest")
-    a = p.parse_args(argv)
-    taken = [str(x) for x in (a.out, a.out.with_suffix(".json")) if x.exists()]
-    if taken:  # outputs are never overwritten
-        print(f"error: {', '.join(taken)} already exist(s); choose another --out", file=sys.stderr)
-        return 2
-    try:
-        runs = parse_runs(a.runs)
-        baseline = a.baseline or next(iter(runs))
-        if baseline not in runs:
-            raise ValueError(f"--baseline {baseline!r} is not one of the --runs names: {', '.join(runs)}")
-        rows = table(runs, baseline, a.tag)
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        plot(runs, baseline, a.tag, a.x, a.out, a.y_scale)
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) else str(e)
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    print(f"{a.tag}, speed-up vs {baseline} (steps for {baseline} to reach its final value / steps for the run)")
-    print(f"{'run':<16} {'final step':>10} {'final':>10} {'steps to it':>12} {'speed-up':>9}")
-    for r in rows:
-        print(f"{r['run']:<16} {r['final_step']:>10} {r['final']:>10.4f} "
-              f"{_fmt(r['steps_to_baseline_final'], '.1f'):>12} {_fmt(r['speedup'], '.2f'):>9}")
-    for r in rows:  # strict JSON has no infinity (a run already below the target at step 0)
-        if r["speedup"] is not None and math.isinf(r["speedup"]):
-            r["speedup"] = "inf"
-    report = {"tag": a.tag, "baseline": baseline, "x": a.x, "runs": rows}
-    out_json = a.out.with_suffix(".json")
-    out_json.write_text(json.dumps(report, indent=2))
-    print(f"wrote {a.out} and {out_json}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,14 +7,13 @@ Zipf slope: the least-squares slope of log frequency against log rank over ranks
 clipped to the ids seen; the head and the long tail of singletons bend away from a power law). Natural text
 sits near -1; ``--zipf PNG`` draws the rank-frequency curves of all corpora on one log-log plot.
 
+``nca token-stats`` (nca/cli/token_stats.py) prints them from the command line:
+
     nca token-stats data/nca-50plus data/text_cache/owt --max_rows 10000 --json stats.json --zipf zipf.png --labels nca-50+ owt
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -151,47 +150,3 @@ def line(s: dict) -> str:
     return (f"{s['dir']} [{s['kind']}]: rows {s['rows']:,}/{s['corpus_rows']:,} tokens {s['tokens']:,} "
             f"distinct {s['distinct']:,}/{s['vocab_size']:,} entropy {s['entropy_bits']:.3f} bits "
             f"gzip {gz}{delim} zipf {'n/a' if s['zipf_slope'] is None else format(s['zipf_slope'], '.2f')} top {top}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="nca token-stats",
-                                description="Unigram, gzip and delimiter statistics of token corpora (shard format).")
-    p.add_argument("dirs", nargs="+", type=Path, help="corpus directories holding manifest.json")
-    p.add_argument("--max_rows", type=int, default=None, help="read a random sample of this many rows")
-    p.add_argument("--seed", type=int, default=0, help="seed of the row and window sample")
-    p.add_argument("--top_k", type=int, default=10)
-    p.add_argument("--windows", type=int, default=256, help="windows measured for the gzip ratio")
-    p.add_argument("--window", type=int, default=None, help="ids per window (default: the nca complexity probe, 360)")
-    p.add_argument("--json", type=Path, default=None, help="write all statistics here")
-    p.add_argument("--zipf", type=Path, default=None, help="PNG of the rank-frequency curves with fitted slopes")
-    p.add_argument("--labels", nargs="+", default=None, help="names of the corpora in the --zipf legend (default: directory names)")
-    a = p.parse_args(argv)
-    if a.labels is not None and len(a.labels) != len(a.dirs):
-        print(f"error: {len(a.labels)} --labels for {len(a.dirs)} corpora; give one label per directory", file=sys.stderr)
-        return 2
-    for flag, path in (("--json", a.json), ("--zipf", a.zipf)):
-        if path is not None and path.exists():  # outputs are never overwritten
-            print(f"error: {path} already exists; choose another {flag}", file=sys.stderr)
-            return 2
-    try:
-        results = [corpus_stats_and_counts(d, a.max_rows, a.seed, a.top_k, a.windows, a.window) for d in a.dirs]
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    stats = [s for s, _ in results]
-    for s in stats:
-        print(line(s))
-    if a.zipf:
-        a.zipf.parent.mkdir(parents=True, exist_ok=True)
-        labels = a.labels or [Path(s["dir"]).name for s, _ in results]
-        zipf_plot([(label, s["kind"], c) for label, (s, c) in zip(labels, results)], a.zipf)
-        print(f"wrote {a.zipf}")
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(stats, indent=2))
-        print(f"wrote {a.json}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

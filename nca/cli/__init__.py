@@ -2,7 +2,9 @@
 
 Each verb is a function ``argv -> exit code`` in its own module, imported only when it is called, so
 ``nca --help`` answers at once and one verb's dependencies never slow another. Training verbs are
-LightningCLI (``nca fit --help`` lists every key); the others parse with jsonargparse or argparse.
+LightningCLI (``nca fit --help`` lists every key); every other verb is a typed function or dataclass parsed
+by jsonargparse through nca.cli.parsing: one dialect (``--config``, ``--print_config``, help from docstrings,
+one-line errors naming the nearest valid key).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "generate": ("nca.cli.data:generate", "write an NCA token corpus (memmap shards + manifest)"),
     "preview": ("nca.cli.data:preview", "PNG strips and GIFs of rules in each complexity band"),
     "complexity": ("nca.cli.data:complexity", "gzip-ratio distribution of random rules; band of a text file"),
-    "curves": ("nca.analysis.curves:main", "TensorBoard curves of runs, final values and convergence speed-ups"),
-    "token-stats": ("nca.analysis.token_stats:main", "entropy, distinct ids and gzip ratio of token corpora"),
+    "curves": ("nca.cli.curves:main", "TensorBoard curves of runs, final values and convergence speed-ups"),
+    "token-stats": ("nca.cli.token_stats:main", "entropy, distinct ids and gzip ratio of token corpora"),
     "induction": ("nca.cli.induction:main", "induction-head scores (prefix matching, copying) and ICL curves of checkpoints"),
     "export": ("nca.cli.export:main", "a checkpoint as a litgpt or Hugging Face (Llama) model directory"),
     "sample": ("nca.cli.sample:main", "completions of a text model; an NCA model's predicted frames beside the true ones"),

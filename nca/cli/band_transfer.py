@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 from nca.analysis import band_transfer as bt
+from nca.cli import parsing
+from nca.cli.errors import UsageError, usage_errors
 
 
 def _fmt(summary: dict, scale: float, spec: str) -> str:
@@ -26,36 +26,34 @@ def _json_safe(table: dict) -> dict:
     return table
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="nca band-transfer",
-        description="Final-perplexity change and convergence speed-up of stage-2 runs from NCA models of each "
-                    "complexity band against scratch runs of the same seed, per domain (PNG + JSON).")
-    p.add_argument("--runs", nargs="+", required=True, metavar="LABEL=DIR", help=bt.LABEL_HELP)
-    p.add_argument("--out", required=True, type=Path, help="new directory for band_transfer.png and band_transfer.json")
-    p.add_argument("--tag", default="val/ppl", help="scalar compared (lower is better)")
-    p.add_argument("--corpus_ratio", nargs="*", default=[], metavar="DOMAIN=FILE_OR_NUMBER",
-                   help="marks the domain corpus's own gzip ratio: a number or `nca complexity --file`'s complexity.json")
-    a = p.parse_args(argv)
-    png, js = a.out / "band_transfer.png", a.out / "band_transfer.json"
+def band_transfer(runs: list[str], out: str, tag: str = "val/ppl", corpus_ratio: list[str] = []) -> int:
+    """Final-perplexity change and convergence speed-up of stage-2 runs from NCA models of each complexity
+    band against scratch runs of the same seed, per domain (PNG + JSON).
+
+    Args:
+        runs: DOMAIN/BAND/SEED=DIR items, e.g. code/30-40/0=runs/code_b34_s0 or code/scratch/0=runs/code_scratch_s0
+            (BAND scratch: the baseline runs of a domain).
+        out: new directory for band_transfer.png and band_transfer.json (existing ones are never overwritten).
+        tag: the scalar compared (lower is better).
+        corpus_ratio: DOMAIN=FILE_OR_NUMBER items marking a domain corpus's own gzip ratio: a number or
+            `nca complexity --file`'s complexity.json.
+    """
+    folder = Path(out)
+    png, js = folder / "band_transfer.png", folder / "band_transfer.json"
     taken = [str(x) for x in (png, js) if x.exists()]
     if taken:  # outputs are never overwritten
-        print(f"error: {', '.join(taken)} already exist(s); choose another --out", file=sys.stderr)
-        return 2
-    try:
-        runs = bt.parse_runs(a.runs)
-        ratios = bt.parse_corpus_ratios(a.corpus_ratio)
-        unknown = sorted(set(ratios) - {k.domain for k in runs})
+        raise UsageError(f"{', '.join(taken)} already exist(s); choose another --out")
+    with usage_errors():
+        parsed = bt.parse_runs(runs)
+        ratios = bt.parse_corpus_ratios(corpus_ratio)
+        unknown = sorted(set(ratios) - {k.domain for k in parsed})
         if unknown:
             raise ValueError(f"--corpus_ratio for {', '.join(unknown)}, which no --runs label names")
-        table = bt.transfer_table(runs, a.tag)
-        a.out.mkdir(parents=True, exist_ok=True)
+        table = bt.transfer_table(parsed, tag)
+        folder.mkdir(parents=True, exist_ok=True)
         bt.plot(table, ratios, png)
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-        return 2
     table["corpus_ratio"] = ratios
-    print(f"{a.tag} vs scratch of the same seed, mean +- 95% t interval over seeds")
+    print(f"{tag} vs scratch of the same seed, mean +- 95% t interval over seeds")
     print(f"{'domain':<10} {'band':<10} {'seeds':>5} {'final change %':>20} {'speed-up':>18}")
     for s in table["summary"]:
         never = f" ({s['never_reached']} never)" if s["never_reached"] else ""
@@ -64,3 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     js.write_text(json.dumps(_json_safe(table), indent=2))
     print(f"wrote {png} and {js}")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return parsing.run(band_transfer, argv, "nca band-transfer")

@@ -10,10 +10,10 @@ README uses in a checkout) all work from any directory once the package is insta
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from nca.cli import parsing
 from nca.cli.errors import UsageError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "configs"
@@ -90,15 +90,21 @@ def resolve_config_args(argv: list[str], say=lambda text: print(f"nca: {text}", 
     return out
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="nca configs", description=__doc__.split("\n\n")[0])
-    parser.add_argument("words", nargs="*", help="show only configs whose path or summary holds every word")
-    args = parser.parse_args(argv)
-    rows = listing(SHIPPED, args.words)
+def list_configs(words: list[str] = []) -> int:
+    """List the shipped YAML configs, one a line with what each is for.
+
+    Args:
+        words: show only configs whose path or summary holds every word (given without a flag, or as --words).
+    """
+    rows = listing(SHIPPED, words)
     width = max((len(name) for name, _ in rows), default=0)
     print(f"shipped configs in {SHIPPED} (`--config NAME`; a local file of the same name wins):")
     for name, text in rows:
         print(f"{name:<{width}}  {text}")
     if not rows:
-        print(f"no config matches {' '.join(args.words)!r}; `nca configs` lists them all")
+        print(f"no config matches {' '.join(words)!r}; `nca configs` lists them all")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return parsing.run(list_configs, argv, "nca configs", positional="words")

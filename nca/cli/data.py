@@ -11,16 +11,16 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
-from jsonargparse import CLI
-
 from nca.automaton.complexity import COMPLEXITY_FRAMES, PAPER_BAND, PAPER_BANDS, Band, gzip_ratio, rule_ratios
 from nca.automaton.config import NCAConfig
+from nca.cli import parsing
 from nca.cli.errors import UsageError
 
+
 def run(function, argv: list[str], prog: str) -> int:
-    """Parse ``argv`` into ``function``'s typed keyword arguments (jsonargparse: ``--config FILE``,
+    """Parse ``argv`` into ``function``'s typed keyword arguments (nca.cli.parsing: ``--config FILE``,
     ``--print_config``, ``--nca.temperature 1e-3``: the same keys as the DataModule's ``nca`` argument)."""
-    return CLI(function, args=argv, prog=prog, as_positional=False)
+    return parsing.run(function, argv, prog)
 
 
 def _refuse_existing(paths: list[Path]) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import linecache
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -14,6 +15,17 @@ KNOWN = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirector
 
 class UsageError(Exception):
     """Raised by a verb for bad input; ``nca`` prints ``nca VERB: error: MESSAGE`` and exits 2."""
+
+
+@contextmanager
+def usage_errors(*kinds: type[BaseException]) -> Iterator[None]:
+    """Inside a verb: the library's ``ValueError``/``FileNotFoundError``/``KeyError`` (bad input it found)
+    become one-line ``UsageError``s."""
+    try:
+        yield
+    except (kinds or (FileNotFoundError, KeyError, ValueError)) as err:
+        text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        raise UsageError(" ".join(str(text).split())) from err
 
 
 def raised_on_purpose(err: BaseException) -> bool:

@@ -2,38 +2,45 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
+from typing import Literal, Optional
+
+from nca.cli import parsing
+from nca.cli.errors import usage_errors
+
+Format = Literal["litgpt", "hf"]  # nca.lit_modules.export.FORMATS (a test keeps them equal)
+Dtype = Literal["float32", "bfloat16", "float16"]  # nca.lit_modules.export.DTYPES
 
 
-def main(argv: list[str]) -> int:
-    from nca.lit_modules.export import DTYPES, FORMATS
+def export(ckpt: str, out: str, format: Format = "litgpt", tokenizer: Optional[str] = None,
+           dtype: Dtype = "float32") -> int:
+    """Write a checkpoint (Lightning .ckpt, sharded FSDP directory or litgpt file) as a directory that
+    `litgpt generate/chat/evaluate` (--format litgpt) or transformers' AutoModelForCausalLM.from_pretrained
+    (--format hf) loads as it is, tokenizer included. Every note of the export (no tokenizer recorded, a
+    tokenizer that encodes differently, no config.json for litgpt evaluate) is printed as a warning line.
 
-    p = argparse.ArgumentParser(
-        prog="nca export",
-        description="Write a checkpoint (Lightning .ckpt, sharded FSDP directory or litgpt file) as a directory that "
-                    "`litgpt generate/chat/evaluate` (--format litgpt) or transformers' "
-                    "AutoModelForCausalLM.from_pretrained (--format hf) loads as it is, tokenizer included.")
-    p.add_argument("--ckpt", required=True, help="the checkpoint to export")
-    p.add_argument("--out", required=True, help="a new (or empty) directory; an existing non-empty one is refused")
-    p.add_argument("--format", choices=FORMATS, default="litgpt")
-    p.add_argument("--tokenizer", default=None,
-                   help="tokenizer directory (encoder.json + vocab.bpe, or tokenizer.json + tokenizer_config.json); "
-                        "default: the one the checkpoint was trained with")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="dtype of the written weights")
-    a = p.parse_args(argv)
-
+    Args:
+        ckpt: the checkpoint to export.
+        out: a new (or empty) directory; an existing non-empty one is refused.
+        format: litgpt (lit_model.pth + model_config.yaml) or hf (a Llama safetensors directory).
+        tokenizer: tokenizer directory (encoder.json + vocab.bpe, or tokenizer.json + tokenizer_config.json);
+            default: the one the checkpoint was trained with.
+        dtype: dtype of the written weights.
+    """
     from nca.lit_modules.export import export_checkpoint
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = export_checkpoint(a.ckpt, a.out, a.format, tokenizer=a.tokenizer, dtype=a.dtype)
-        except (FileNotFoundError, FileExistsError, ValueError) as err:
-            print(f"nca export: {err}", file=sys.stderr)
-            return 2
-    for note in result.warnings:
-        print(f"warning: {note}", file=sys.stderr)
-    print(f"wrote {result.format} export of {a.ckpt} ({result.source_format}) to {result.out}: {', '.join(result.files)}")
+            with usage_errors(FileNotFoundError, FileExistsError, ValueError):
+                result = export_checkpoint(ckpt, out, format, tokenizer=tokenizer, dtype=dtype)
+        finally:  # the notes reach the user also when the export fails after them
+            for note in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
+                print(f"warning: {note}", file=sys.stderr)
+    print(f"wrote {result.format} export of {ckpt} ({result.source_format}) to {result.out}: {', '.join(result.files)}")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return parsing.run(export, argv, "nca export")

@@ -13,39 +13,61 @@ Definitions: docs/paper.md (analysis section); a worked example: docs/analysis.m
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 from collections import Counter
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 
+from nca.cli import parsing
+from nca.cli.errors import UsageError, usage_errors
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="nca induction", description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", action="append", required=True, help="a checkpoint (.ckpt, FSDP dir, litgpt); repeat for several")
-    p.add_argument("--out", type=Path, required=True, help="output directory (must not exist yet)")
-    p.add_argument("--data", default="auto",
-                   help="'nca' (held-out NCA rows of the checkpoint's own data settings), a local text corpus "
-                        "(files, directory or glob read by nca.datamodules.text), or 'auto' = nca for NCA checkpoints")
-    p.add_argument("--tokenizer", help="text tokenizer (default: the one the checkpoint recorded)")
-    p.add_argument("--text_field", default="text", help="field of JSON lines / parquet records holding the text")
-    p.add_argument("--documents", type=int, default=32, help="text documents (of >= late + 1 tokens) to average over")
-    p.add_argument("--early", type=int, default=50, help="ICL score: loss at token late minus loss at token early")
-    p.add_argument("--late", type=int, default=500)
-    p.add_argument("--sequences", type=int, default=32, help="NCA rows to average the per-frame loss over")
-    p.add_argument("--seq_len", type=int, help="NCA row length (default: the checkpoint's recorded data seq_len)")
-    p.add_argument("--block_len", type=int, default=64, help="random tokens per block of the prefix-matching probe")
-    p.add_argument("--repeats", type=int, default=2, help="times the block is repeated (2-3)")
-    p.add_argument("--probe_sequences", type=int, default=16, help="repeated random sequences to average over")
-    p.add_argument("--threshold", type=float, default=0.4, help="prefix matching above which a copying head is an induction head")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    return p.parse_args(argv)
+
+@dataclass
+class Induction:
+    """Induction-head scores (prefix matching, copying) and loss-by-position curves of checkpoints.
+
+    Args:
+        ckpt: checkpoints (.ckpt, FSDP dir, litgpt): --ckpt A B, or --ckpt A --ckpt B.
+        out: output directory (must not exist yet).
+        data: 'nca' (held-out NCA rows of the checkpoint's own data settings), a local text corpus (files,
+            directory or glob read by nca.datamodules.text), or 'auto' = nca for NCA checkpoints.
+        tokenizer: text tokenizer (default: the one the checkpoint recorded).
+        text_field: field of JSON lines / parquet records holding the text.
+        documents: text documents (of >= late + 1 tokens) to average over.
+        early: ICL score = loss at token late minus loss at token early.
+        late: the later token of the ICL score.
+        sequences: NCA rows to average the per-frame loss over.
+        seq_len: NCA row length (default: the checkpoint's recorded data seq_len).
+        block_len: random tokens per block of the prefix-matching probe.
+        repeats: times the block is repeated (2-3).
+        probe_sequences: repeated random sequences to average over.
+        threshold: prefix matching above which a copying head is an induction head.
+        seed: seed of the probe sequences.
+        device: cpu or cuda.
+    """
+
+    ckpt: list[str]
+    out: str
+    data: str = "auto"
+    tokenizer: Optional[str] = None
+    text_field: str = "text"
+    documents: int = 32
+    early: int = 50
+    late: int = 500
+    sequences: int = 32
+    seq_len: Optional[int] = None
+    block_len: int = 64
+    repeats: int = 2
+    probe_sequences: int = 16
+    threshold: float = 0.4
+    seed: int = 0
+    device: str = "cpu"
 
 
 def labels_for(paths: list[str]) -> list[str]:
@@ -94,7 +116,7 @@ class TextCorpus:
         return self._cache[spec]
 
 
-def measure(path: str, a: argparse.Namespace, corpus: TextCorpus | None) -> dict:
+def measure(path: str, a: Induction, corpus: TextCorpus | None) -> dict:
     """Every number of one checkpoint."""
     from nca.analysis.icl import document_rows, icl_summary, nca_rows, nca_summary, token_losses
     from nca.analysis.induction import candidate_ids, induction_report, repeated_random_tokens
@@ -153,12 +175,12 @@ def plot_losses(results: dict[str, dict], out: Path) -> None:
     fig.savefig(out, dpi=120)
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = parse_args(sys.argv[1:] if argv is None else argv)
-    if a.out.exists():
-        print(f"error: {a.out} already exists; choose another --out (outputs are never overwritten)", file=sys.stderr)
-        return 2
-    try:
+def main(argv: list[str]) -> int:
+    a = parsing.call(Induction, argv, "nca induction")
+    out = Path(a.out)
+    if out.exists():
+        raise UsageError(f"{out} already exists; choose another --out (outputs are never overwritten)")
+    with usage_errors():
         if not 2 <= a.repeats or a.documents < 1 or a.sequences < 1 or a.probe_sequences < 1:
             raise ValueError("--repeats must be >= 2 and --documents/--sequences/--probe_sequences >= 1")
         missing = [p for p in a.ckpt if not Path(p).expanduser().exists()]
@@ -167,19 +189,16 @@ def main(argv: list[str] | None = None) -> int:
         corpus = None if a.data in ("auto", "nca") else TextCorpus(a.data, a.text_field)
         torch.manual_seed(a.seed)
         results = {label: measure(path, a, corpus) for label, path in zip(labels_for(a.ckpt), a.ckpt)}
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-        return 2
     from nca.analysis.induction import heads_figure
 
-    a.out.mkdir(parents=True)
+    out.mkdir(parents=True)
     for label, r in results.items():
-        heads_figure(r["prefix_matching"], r["copying"], title=label).savefig(a.out / f"heads-{label}.png", dpi=120)
+        heads_figure(r["prefix_matching"], r["copying"], title=label).savefig(out / f"heads-{label}.png", dpi=120)
         top = r["top_prefix_matching"]
         curve = (f"ICL {r['text']['icl_score']:+.3f}" if "text" in r else f"frame slope {r['nca']['frame_slope']:+.4f}")
         print(f"{label}: top prefix matching {top['score']:.3f} (L{top['layer']}H{top['head']}, copying "
               f"{top['copying']:+.2f}), induction heads {len(r['induction_heads'])}, {curve}")
-    plot_losses(results, a.out / "loss_by_position.png")
-    (a.out / "induction.json").write_text(json.dumps(results, indent=1))
-    print(f"wrote {a.out}/induction.json, loss_by_position.png and {len(results)} heads-*.png")
+    plot_losses(results, out / "loss_by_position.png")
+    (out / "induction.json").write_text(json.dumps(results, indent=1))
+    print(f"wrote {out}/induction.json, loss_by_position.png and {len(results)} heads-*.png")
     return 0

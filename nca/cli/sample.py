@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import torch
-from jsonargparse import CLI
 
+from nca.cli import parsing
 from nca.cli.errors import UsageError
 
 
 def main(argv: list[str]) -> int:
-    return CLI(sample_checkpoint, args=argv, prog="nca sample", as_positional=False)
+    return parsing.run(sample_checkpoint, argv, "nca sample")
 
 
 def sample_checkpoint(ckpt: str, prompt: Optional[str] = None, n: int = 1, temperature: Optional[float] = None,

@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback, _InstantiatorFn
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 # The project's DataModules, imported so that `--data NCADataModule` (a short class name) resolves.
 import nca.datamodules.bbl  # noqa: F401
@@ -30,8 +30,9 @@ import nca.datamodules.gsm8k  # noqa: F401
 import nca.datamodules.nca  # noqa: F401
 import nca.datamodules.text  # noqa: F401
 from nca.lit_modules.causal_lm import CausalLM
+from nca.lit_modules.framework import CLIHooks, InstantiatorFn
 from nca.lit_modules.guards import NonFiniteGuard
-from nca.cli import console, preflight
+from nca.cli import console, parsing, preflight
 from nca.cli.errors import UsageError, user_error
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -71,7 +72,7 @@ def free_name(directory: Path, stem: str, suffix: str) -> str:
     return name
 
 
-class RecordingInstantiator(_InstantiatorFn):
+class RecordingInstantiator(InstantiatorFn):
     """Lightning's instantiator, keeping the error a constructor raised: jsonargparse folds it into a
     40-line Union message, the CLI wants the constructor's own one line."""
 
@@ -84,11 +85,17 @@ class RecordingInstantiator(_InstantiatorFn):
             raise
 
 
-class NCACLI(LightningCLI):
+class NCAArgumentParser(parsing.StrictParsing, LightningArgumentParser):
+    """Lightning's parser, raising one-line errors and taking no abbreviations (nested parsers too)."""
+
+
+class NCACLI(CLIHooks):
     """LightningCLI for ``CausalLM`` and any DataModule (``data: {class_path: ..., init_args: ...}``)."""
 
     def __init__(self, args: Optional[list[str]] = None, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
+        kwargs.setdefault("parser_class", NCAArgumentParser)
+        self.parsers: list[LightningArgumentParser] = []  # every parser built: the main one, one per subcommand
         console.quiet_warnings()
         # constructor errors, kept for the one-line message (a list the caller may pass to read them afterwards)
         self.construction_errors: list[BaseException] = kwargs.pop("construction_errors", [])
@@ -113,20 +120,24 @@ class NCACLI(LightningCLI):
         kwargs.setdefault("description", "Train causal LMs on NCA / text tokens with Lightning (`nca --help`: all verbs).")
         kwargs.setdefault("prog", "nca")
         kwargs.setdefault("allow_abbrev", False)  # `--trainer.max_step` must be an error, not max_steps
-        return super().init_parser(**kwargs)
+        self.parsers.append(super().init_parser(**kwargs))
+        return self.parsers[-1]
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        self.config = parser.parse_args(args)  # without Lightning's warning about args beside sys.argv
+        """Without Lightning's warning about args beside sys.argv; a mistake is one line naming the nearest key."""
+        args = list(args or [])
+        verb = args[0] if args and args[0] in self.subcommands() else None
+        own = next((p for p in self.parsers if verb and p.prog.split()[-1] == verb), parser)
+        self.config = parsing.parse(parser, args, f"nca {verb}" if verb else "nca", keys=lambda: parsing.valid_keys(own))
 
-    def _parse_ckpt_path(self) -> None:
+    def check_ckpt_path(self) -> None:
         """Lightning reads a ``--ckpt_path`` file's hyper-parameters right after parsing: check it first."""
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path and path != "last" and path not in preflight.SPECIAL_CKPT:
             preflight.resume_path(path, None)
-        super()._parse_ckpt_path()
 
-    def _add_instantiators(self) -> None:
+    def add_instantiators(self) -> None:
         for key, class_type, subclasses in (("model", CausalLM, False), ("data", LightningDataModule, True)):
             self.parser.add_instantiator(RecordingInstantiator(cli=self, key=key), class_type, subclasses=subclasses)
 
@@ -187,9 +198,9 @@ class NCACLI(LightningCLI):
         existed = log_dir.is_dir()
         self._log_dir_state = (log_dir, existed, {p.name for p in log_dir.iterdir()} if existed else set())
 
-    def _run_subcommand(self, subcommand: str) -> None:
+    def run_subcommand(self, subcommand: str) -> None:
         try:
-            super()._run_subcommand(subcommand)
+            super().run_subcommand(subcommand)
         except BaseException:
             if subcommand != "fit" or self.trainer.global_step == 0:
                 self._undo_log_dir()

@@ -14,15 +14,22 @@ from typing import Any, Optional
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelSummary, RichModelSummary, RichProgressBar, TQDMProgressBar
-from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
 from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
+
+from nca.lit_modules import framework
 
 LOSS_KEY = "train/loss"
 
 
 def _max_steps(trainer: Trainer) -> Optional[int]:
     return trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+
+
+def _set_n(bar: Any, value: int) -> None:
+    """Move a tqdm bar to ``value`` (tqdm's public ``n`` and ``refresh``)."""
+    if not bar.disable:
+        bar.n = value
+        bar.refresh()
 
 
 def _lr(trainer: Trainer) -> Optional[float]:
@@ -42,14 +49,15 @@ class StepProgressBar(TQDMProgressBar):
         bar = self.train_progress_bar
         bar.reset(total=_max_steps(trainer))
         bar.initial = 0
-        _update_n(bar, trainer.global_step)
+        _set_n(bar, trainer.global_step)
         bar.set_description("train")
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         bar = self.train_progress_bar
-        if bar is not None and self._should_update(trainer.global_step, bar.total):
-            _update_n(bar, trainer.global_step)
+        step = trainer.global_step
+        if bar is not None and self.is_enabled and (step % self.refresh_rate == 0 or step == bar.total):
+            _set_n(bar, step)
             bar.set_postfix(self.get_metrics(trainer, pl_module))
 
 
@@ -118,7 +126,7 @@ class QuietModelSummary(ModelSummary):
 
         if not total_flops:
             summary_data = [column for column in summary_data if column[0] != "FLOPs"]
-        table = _format_summary_table(total_parameters, trainable_parameters, model_size, total_training_modes,
+        table = framework.format_summary_table(total_parameters, trainable_parameters, model_size, total_training_modes,
                                       total_flops, *summary_data)
         if not total_flops:
             table = "\n".join(line for line in table.splitlines() if not line.rstrip().endswith("Total Flops"))
@@ -134,5 +142,5 @@ def use_quiet_console(trainer: Trainer, interactive: Optional[bool] = None) -> T
         if type(cb) in (TQDMProgressBar, RichProgressBar):  # Lightning's default (enable_progress_bar: true)
             callbacks[i] = StepProgressBar() if interactive else ProgressLine()
         elif type(cb) in (ModelSummary, RichModelSummary):
-            callbacks[i] = QuietModelSummary(max_depth=cb._max_depth)
+            callbacks[i] = QuietModelSummary(max_depth=framework.summary_depth(cb))
     return trainer

@@ -7,25 +7,26 @@ from __future__ import annotations
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ThroughputMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+
+from nca.lit_modules import framework
 
 HPARAMS_METRIC = "val/ppl"
 TRAINER_KEYS = ("max_steps", "max_epochs", "accumulate_grad_batches", "gradient_clip_val", "precision",
                 "world_size", "num_nodes")
 
 
-class TokenThroughput(ThroughputMonitor):
+class TokenThroughput(framework.ThroughputHooks):
     """Lightning's ThroughputMonitor logging only ``{stage}/tokens_per_sec`` (all ranks together),
     ``{stage}/flops_per_sec`` and the MFU when the device's peak is known; its counters (time, batches,
     samples, lengths) and per-device duplicates are left out."""
 
-    def _compute(self, trainer: Trainer, iter_num: Any = None) -> None:
-        if not trainer._logger_connector.should_update_logs:
+    def log_throughput(self, trainer: Trainer, iter_num: Any = None) -> None:
+        if not framework.should_update_logs(trainer):
             return
         stage = trainer.state.stage
-        raw = self._throughputs[stage].compute()
+        raw = self.meter(stage).compute()
         world = trainer.world_size
         metrics = {}
         tokens = raw.get("items_per_sec", raw["device/items_per_sec"] * world if "device/items_per_sec" in raw else None)
@@ -37,7 +38,7 @@ class TokenThroughput(ThroughputMonitor):
         if "device/mfu" in raw:
             metrics[f"{stage.value}/mfu"] = raw["device/mfu"]
         if metrics:
-            trainer._logger_connector.log_metrics(metrics, step=iter_num)
+            framework.log_metrics(trainer, metrics, iter_num)
 
 
 def flat_hparams(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +66,17 @@ def run_hparams(trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
     return params
 
 
+def without_placeholder(log_hyperparams):
+    """``log_hyperparams`` writing no metric when given none: Lightning's own call (at fit start, with the
+    module's hyper-parameters) then adds no ``hp_metric = -1`` placeholder and no HParams entry of its own."""
+
+    def log(params, metrics=None, step=None):
+        return log_hyperparams(params, {} if metrics is None else metrics, step)
+
+    log.without_placeholder = True
+    return log
+
+
 def without_epoch(log_metrics):
     """``log_metrics`` minus Lightning's ``epoch`` counter (an NCA stream has one endless epoch)."""
 
@@ -83,7 +95,8 @@ class HParamsSummary(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger._default_hp_metric = False
+                if not getattr(logger.log_hyperparams, "without_placeholder", False):
+                    logger.log_hyperparams = without_placeholder(logger.log_hyperparams)
                 if not getattr(logger.log_metrics, "without_epoch", False):
                     logger.log_metrics = without_epoch(logger.log_metrics)
 
@@ -95,6 +108,6 @@ class HParamsSummary(Callback):
         if not loggers:
             return
         experiment, session_start, session_end = hparams(run_hparams(trainer, pl_module), {HPARAMS_METRIC: 0.0})
-        writer = loggers[0].experiment._get_file_writer()
+        writer = loggers[0].experiment.file_writer  # torch's SummaryWriter: the open events file
         for summary in (experiment, session_start, session_end):
             writer.add_summary(summary)
