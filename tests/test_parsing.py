@@ -15,7 +15,7 @@ import yaml
 from nca.cli import VERBS, load, main, parsing
 
 LIGHTNING = ("fit", "validate", "test")  # LightningCLI: tests/test_cli.py
-PARSED = [v for v in VERBS if v not in LIGHTNING + ("evaluate", "replicate")]  # through nca.cli.parsing
+PARSED = [v for v in VERBS if v not in LIGHTNING + ("replicate",)]  # through nca.cli.parsing
 
 
 def listed(values: list[str], sizes: list[int] = [1], labels: Optional[list[str]] = None, seed: int = 0,
@@ -36,8 +36,7 @@ def call(argv: list[str], positional: Optional[str] = None) -> dict:
     return parsing.call(listed, argv, "nca listed", positional)
 
 
-@pytest.mark.parametrize("verb", [*PARSED, "replicate", pytest.param("evaluate", marks=pytest.mark.xfail(
-    strict=True, reason="converted by the stage-3 work (issue 21 item 1); drop this mark when it lands"))])
+@pytest.mark.parametrize("verb", [*PARSED, "replicate"])
 def test_every_verb_answers_print_config(verb, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([verb, "--print_config"])

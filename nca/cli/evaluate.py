@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 from typing import Literal, Optional
 
-from jsonargparse import CLI
 
+from nca.cli import parsing
 from nca.cli.errors import UsageError
 
 # Known user errors of the checks before any work: one line each (nca.cli prints UsageError).
@@ -31,7 +31,7 @@ CHECKED = (ValueError, FileNotFoundError, RuntimeError)
 
 
 def main(argv: list[str]) -> int:
-    return CLI(evaluate, args=argv, prog="nca evaluate", as_positional=False)
+    return parsing.run(evaluate, argv, "nca evaluate")
 
 
 def evaluate(ckpt: str, task: Literal["gsm8k", "humaneval", "bbl", "perplexity"], data: Optional[str] = None,
