@@ -17,8 +17,8 @@ import contextlib
 import ctypes
 import errno
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -108,6 +108,17 @@ def fsync_directory(directory: Path) -> None:
             os.close(fd)
 
 
+def _create_partial(path: Path) -> tuple[int, Path]:
+    """A new ``.NAME.RANDOM.partial`` beside ``path``, with the permissions the umask gives any new file
+    (``mkstemp`` would make it private to its owner, and so the checkpoint too)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{PARTIAL}"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], need: int = 0) -> None:
     """``write(f)`` into a temporary file beside ``path``, then rename it over ``path``: readers see the old
     file or the new one, never a part. ``need`` (bytes), when known, is checked against the free space first."""
@@ -117,7 +128,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], need: int 
     free = shutil.disk_usage(directory).free
     if need > free:
         raise no_space(directory, need, free)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL, dir=directory)
+    fd, tmp = _create_partial(path)
     recorder = None
     try:
         with os.fdopen(fd, "wb") as f:

@@ -75,7 +75,7 @@ def save_last(trainer: Trainer) -> Optional[str]:
     metrics = {"step": torch.tensor(trainer.global_step), "epoch": torch.tensor(trainer.current_epoch)}
     path = cb.format_checkpoint_name(metrics, cb.CHECKPOINT_NAME_LAST)
     cb.last_model_path = path  # part of the saved state, as ModelCheckpoint sets it before its own saves
-    trainer.save_checkpoint(path)
+    trainer.save_checkpoint(path, weights_only=False)  # the whole training state: a resume needs it
     return path
 
 
