@@ -186,14 +186,16 @@ def record_connections(monkeypatch) -> list:
 
 
 def test_a_missing_local_looking_path_is_one_line_and_never_reaches_the_network(tmp_path, capsys, tok_dir, monkeypatch):
-    from nca.datamodules.text import is_hf_name
+    from nca.datamodules.text import is_hf_name, resolve_files
 
     attempts = record_connections(monkeypatch)
-    for source in ("./corpora/c4", "corpora/en/c4", "c4.jsonl.zst"):  # a leading ./, two separators, a suffix
+    data = {"class_path": "TextDataModule", "init_args": {"source": "corpora/en/c4", "tokenizer": tok_dir}}
+    line = one_line_error(capsys, ["fit", "--config", toy_config(tmp_path, data=data)])  # two separators
+    assert "Corpus path 'corpora/en/c4' does not exist" in line
+    for source in ("./corpora/c4", "c4.jsonl.zst", "~/corpora/c4"):  # a leading ./ or ~, a file suffix
         assert not is_hf_name(source)
-        data = {"class_path": "TextDataModule", "init_args": {"source": source, "tokenizer": tok_dir}}
-        line = one_line_error(capsys, ["fit", "--config", toy_config(tmp_path, data=data)])
-        assert f"Corpus path '{source}' does not exist" in line
+        with pytest.raises(FileNotFoundError, match=f"Corpus path '.*{source.strip('~./')}' does not exist"):
+            resolve_files(source)
     assert is_hf_name("allenai/c4") and is_hf_name("codeparrot/codeparrot-train-v2-near-dedup")
     assert attempts == []
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from nca.cli import main
+from nca.lit_modules.causal_lm import resumed_schedule
 from tests.helpers.cli import toy_config
 from tests.helpers.data import PatternDataModule, to_batch
 from tests.helpers.signals import read_steps
@@ -125,5 +126,6 @@ def test_train_longer_keeps_optimizer_data_position_and_step_counter(tmp_path, c
     assert [steps[s]["lr"] for s in range(5, 13)] == pytest.approx(expected)
     assert steps[6]["lr"] > reference[6]["lr"]
 
-    again = ["fit", "--config", config(tmp_path, "run", 12), "--ckpt_path", "last", "--trainer.max_steps", "12"]
-    assert main(again) == 0  # an extended run resumes with its new length, no flag needed
+    # the extended schedule is the run's own now: a later resume needs the new length and no flag
+    extended = torch.load(tmp_path / "runs/run/checkpoints/last.ckpt", weights_only=False)["lr_schedule"]
+    assert resumed_schedule(extended, {"total_steps": 12, "warmup_steps": 2}, 12, False, 0.1) == extended
