@@ -9,7 +9,9 @@ per experiment name, shared by its versions), so ``--ckpt_path last`` resumes th
 
 Known user errors (a bad value, a missing or broken file, a run that diverged) end with one line
 ``nca VERB: error: ...`` and exit 2; anything else is a bug and keeps its traceback (``NCA_TRACEBACK=1``
-shows the traceback of a user error too). See docs/reliability.md.
+shows the traceback of a user error too). A preempted fit (SIGTERM, SIGUSR1) saves ``last.ckpt`` of its step
+and exits with 128 + the signal number; one ``nca fit`` at a time writes a run (``fit.lock``). See
+docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -220,7 +222,6 @@ class NCACLI(LightningCLI):
         for path in log_dir.iterdir():
             if path.name not in before and path.is_file():
                 path.unlink()
-
 
     # -- reliability: requeued SLURM jobs resume, one writer per run, train longer (docs/reliability.md)
     def _resume_requeued_job(self, dirpath: Optional[str]) -> None:
