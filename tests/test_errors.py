@@ -168,3 +168,72 @@ def test_the_checkpoint_reader_names_a_broken_file_and_the_newest_intact_one(tmp
         read_checkpoint(broken, ["transformer.wte.weight"])
     with pytest.raises(CheckpointError, match="notes.ckpt is not a checkpoint"):
         read_checkpoint(notes, ["transformer.wte.weight"])
+
+
+# -- messages of issue 19: local paths never reach the network, manifests named, list flags as --help shows
+
+def record_connections(monkeypatch) -> list:
+    import socket
+
+    attempts = []
+
+    def refuse(self, address, *args):
+        attempts.append(address)
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return attempts
+
+
+def test_a_missing_local_looking_path_is_one_line_and_never_reaches_the_network(tmp_path, capsys, tok_dir, monkeypatch):
+    from nca.datamodules.text import is_hf_name, resolve_files
+
+    attempts = record_connections(monkeypatch)
+    data = {"class_path": "TextDataModule", "init_args": {"source": "corpora/en/c4", "tokenizer": tok_dir}}
+    line = one_line_error(capsys, ["fit", "--config", toy_config(tmp_path, data=data)])  # two separators
+    assert "Corpus path 'corpora/en/c4' does not exist" in line
+    for source in ("./corpora/c4", "c4.jsonl.zst", "~/corpora/c4"):  # a leading ./ or ~, a file suffix
+        assert not is_hf_name(source)
+        with pytest.raises(FileNotFoundError, match=f"Corpus path '.*{source.strip('~./')}' does not exist"):
+            resolve_files(source)
+    assert is_hf_name("allenai/c4") and is_hf_name("codeparrot/codeparrot-train-v2-near-dedup")
+    assert attempts == []
+
+
+def test_a_hugging_face_name_in_offline_mode_is_one_line_without_the_network(tmp_path, capsys, tok_dir, monkeypatch):
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    attempts = record_connections(monkeypatch)
+    data = {"class_path": "TextDataModule", "init_args": {"source": "nobody/no-such-corpus", "tokenizer": tok_dir,
+                                                          "cache_dir": str(tmp_path / "cache")}}
+    assert main(["fit", "--config", toy_config(tmp_path, data=data)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("nca fit")]  # after a bar
+    assert len(errors) == 1 and "'nobody/no-such-corpus' is no local path" in errors[0] and "HF_HUB_OFFLINE" in errors[0]
+    assert attempts == []
+
+
+def test_an_invalid_manifest_is_named_with_its_json_error(tmp_path):
+    from nca.datamodules.shards import CorpusError, Manifest
+
+    (tmp_path / "manifest.json").write_text('{"row_len": 8, "dtype": "uint16",')
+    with pytest.raises(CorpusError) as err:
+        Manifest.load(tmp_path)
+    assert str(tmp_path / "manifest.json") in str(err.value) and "is not valid JSON (Expecting" in str(err.value)
+    assert user_error(err.value) is not None  # a known error: one line from nca
+    (tmp_path / "manifest.json").write_text('{"rows": 3}')
+    with pytest.raises(CorpusError, match="is not a corpus manifest"):
+        Manifest.load(tmp_path)
+
+
+def test_list_flags_take_the_syntax_their_help_shows(tmp_path, capsys):
+    from nca.cli.data import gather_list_flags
+
+    assert gather_list_flags(["--bands", "50+", "30-40", "--rules", "1"], ("--bands",)) == [
+        "--bands", '["50+", "30-40"]', "--rules", "1"]
+    assert gather_list_flags(["--bands", "[30-40, 50+]"], ("--bands",)) == ["--bands", "[30-40, 50+]"]
+    assert gather_list_flags(["--bands=50+"], ("--bands",)) == ["--bands", '["50+"]']
+    for argv in (["--bands", "50+", "30-40"], ["--bands", "[30-40, 50+]"]):
+        out = tmp_path / str(len(argv))
+        assert main(["preview", *argv, "--out", str(out), "--rules", "1", "--frames", "2", "--nca.grid", "4"]) == 0
+        assert sorted(p.name for p in out.glob("band_*.png")) == ["band_30-40.png", "band_50plus.png"]
+    assert "needs at least one value" in one_line_error(capsys, ["preview", "--bands", "--out", str(tmp_path)])

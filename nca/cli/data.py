@@ -23,6 +23,27 @@ def run(function, argv: list[str], prog: str) -> int:
     return parsing.run(function, argv, prog)
 
 
+def gather_list_flags(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+    """List flags as their help shows them, ``--bands 50+ 30-40`` (values up to the next ``--`` option), become
+    jsonargparse's single list value ``--bands '["50+", "30-40"]'``; ``--bands '[30-40, 50+]'`` passes as it is."""
+    out, i = [], 0
+    while i < len(argv):
+        name, eq, inline = argv[i].partition("=")
+        i += 1
+        if name not in flags:
+            out.append(argv[i - 1])
+            continue
+        values = [inline] if eq else []
+        while not eq and i < len(argv) and not argv[i].startswith("--"):
+            values.append(argv[i])
+            i += 1
+        if not values:
+            raise UsageError(f"{name} needs at least one value, e.g. {name} 30-40 50+")
+        bracketed = len(values) == 1 and values[0].lstrip().startswith("[")
+        out += [name, values[0] if bracketed else json.dumps(values)]
+    return out
+
+
 def _refuse_existing(paths: list[Path]) -> None:
     """Outputs are never overwritten: fail before any work if one exists."""
     taken = [str(x) for x in paths if x.exists()]
@@ -118,7 +139,7 @@ def write_corpus(out: str, tokens: float, band: Optional[str] = PAPER_BAND, seq_
 
 # -- preview --------------------------------------------------------------------------------------
 def preview(argv: list[str]) -> int:
-    return run(render_previews, argv, "nca preview")
+    return run(render_previews, gather_list_flags(argv, ("--bands",)), "nca preview")
 
 
 def render_previews(out: Optional[str] = None, bands: list[str] = PAPER_BANDS, rules: int = 4, frames: int = 16,
@@ -186,7 +207,7 @@ def text_ratios(path: Path, tokenizer: str, window: int) -> np.ndarray:
 
 
 def complexity(argv: list[str]) -> int:
-    return run(measure_complexity, argv, "nca complexity")
+    return run(measure_complexity, gather_list_flags(argv, ("--bands", "--file")), "nca complexity")
 
 
 def measure_complexity(rules: int = 1024, bands: list[str] = PAPER_BANDS, out: Optional[str] = None,

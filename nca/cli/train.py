@@ -9,18 +9,20 @@ per experiment name, shared by its versions), so ``--ckpt_path last`` resumes th
 
 Known user errors (a bad value, a missing or broken file, a run that diverged) end with one line
 ``nca VERB: error: ...`` and exit 2; anything else is a bug and keeps its traceback (``NCA_TRACEBACK=1``
-shows the traceback of a user error too). See docs/reliability.md.
+shows the traceback of a user error too). A preempted fit (SIGTERM, SIGUSR1) saves ``last.ckpt`` of its step
+and exits with 128 + the signal number; one ``nca fit`` at a time writes a run (``fit.lock``). See
+docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
 from lightning.pytorch import LightningDataModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 # The project's DataModules, imported so that `--data NCADataModule` (a short class name) resolves.
@@ -29,9 +31,13 @@ import nca.datamodules.dyck  # noqa: F401
 import nca.datamodules.gsm8k  # noqa: F401
 import nca.datamodules.nca  # noqa: F401
 import nca.datamodules.text  # noqa: F401
+from nca.lit_modules.atomic import sweep_partial
 from nca.lit_modules.causal_lm import CausalLM
+from nca.lit_modules.checkpoint_io import AtomicModelCheckpoint, use_atomic_checkpoints
 from nca.lit_modules.framework import CLIHooks, InstantiatorFn
 from nca.lit_modules.guards import NonFiniteGuard
+from nca.lit_modules.preemption import Preempted, Preemption, slurm_requeued
+from nca.lit_modules.runlock import RunLock
 from nca.cli import console, parsing, preflight
 from nca.cli.errors import UsageError, user_error
 
@@ -101,6 +107,8 @@ class NCACLI(CLIHooks):
         self.construction_errors: list[BaseException] = kwargs.pop("construction_errors", [])
         self.run_root: Optional[Path] = None  # <save_dir>/<name> of the training run
         self._log_dir_state: Optional[tuple[Path, bool, set[str]]] = None
+        self._run_lock: Optional[RunLock] = None
+        self._made_for_lock: list[Path] = []  # directories created only to hold the lock (removed if left empty)
         super().__init__(
             CausalLM,
             LightningDataModule,
@@ -142,9 +150,10 @@ class NCACLI(CLIHooks):
             self.parser.add_instantiator(RecordingInstantiator(cli=self, key=key), class_type, subclasses=subclasses)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(AtomicModelCheckpoint, "checkpoint")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
         parser.add_lightning_class_args(NonFiniteGuard, "guard")  # always on: a diverged run stops, exit 2
+        add_reliability_arguments(parser)
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
@@ -159,7 +168,7 @@ class NCACLI(CLIHooks):
                 init_args.name = f"{init_args.name}/{EVAL_SUBDIR}"
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        return console.quiet_trainer(super().instantiate_trainer(**kwargs))
+        return use_atomic_checkpoints(console.quiet_trainer(super().instantiate_trainer(**kwargs)))
 
     # Checkpoints live in one folder per experiment name so that `--ckpt_path last` finds the previous run.
     def _resolve_checkpoint_dir(self) -> Optional[str]:
@@ -178,9 +187,12 @@ class NCACLI(CLIHooks):
     def before_fit(self) -> None:
         dirpath = self._resolve_checkpoint_dir()
         config = self.config[self.subcommand]
+        self._resume_requeued_job(dirpath)
+        self._lock_run(dirpath)
         preflight.check_fit(config.trainer.max_steps, config.trainer.max_epochs, self.model, config.get("ckpt_path"),
                             dirpath)
         self._set_ckpt_path(dirpath)
+        self._check_train_longer()
         self._note_log_dir()
 
     def before_validate(self) -> None:
@@ -205,6 +217,8 @@ class NCACLI(CLIHooks):
             if subcommand != "fit" or self.trainer.global_step == 0:
                 self._undo_log_dir()
             raise
+        finally:
+            self._unlock_run()
 
     def _undo_log_dir(self) -> None:
         """A run that failed before its first step leaves no ``version_N`` behind (TensorBoard would show it)."""
@@ -220,6 +234,48 @@ class NCACLI(CLIHooks):
             if path.name not in before and path.is_file():
                 path.unlink()
 
+    # -- reliability: requeued SLURM jobs resume, one writer per run, train longer (docs/reliability.md)
+    def _resume_requeued_job(self, dirpath: Optional[str]) -> None:
+        """A requeued SLURM job runs its command again: without --ckpt_path it resumes its own last.ckpt."""
+        config = self.config[self.subcommand]
+        if config.get("ckpt_path") is None and slurm_requeued() and dirpath and any(Path(dirpath).glob("last*.ckpt")):
+            config["ckpt_path"] = self.config_init[self.subcommand]["ckpt_path"] = "last"
+            if self.trainer.is_global_zero:
+                print(f"nca fit: SLURM job {os.environ['SLURM_JOB_ID']} was requeued: resuming {dirpath}", file=sys.stderr)
+
+    def _run_dir(self, dirpath: Optional[str]) -> Path:
+        """The directory a run writes: <save_dir>/<name>, or its checkpoint folder when that lies elsewhere."""
+        root = (self.run_root or Path(self.trainer.default_root_dir)).resolve()
+        if dirpath and root not in Path(dirpath).resolve().parents:
+            return Path(dirpath)
+        return root
+
+    def _lock_run(self, dirpath: Optional[str]) -> None:
+        """Rank 0 takes the run's lock, then clears what interrupted checkpoint writes left behind."""
+        if not self.trainer.is_global_zero:
+            return
+        run_dir = self._run_dir(dirpath)
+        self._made_for_lock = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+        self._run_lock = RunLock(run_dir).acquire(notice=lambda line: print(line, file=sys.stderr))
+        for leftover in sweep_partial(dirpath) if dirpath else []:
+            print(f"nca fit: removed {leftover}, left by an interrupted checkpoint write", file=sys.stderr)
+
+    def _unlock_run(self) -> None:
+        if self._run_lock is None:
+            return
+        self._run_lock.release()
+        self._run_lock = None
+        for path in self._made_for_lock:  # deepest first: a failed start leaves no empty run directory
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+
+    def _check_train_longer(self) -> None:
+        config = self.config[self.subcommand]
+        train_longer = bool(config.get("train_longer"))
+        preflight.check_resume_schedule(self.config_init[self.subcommand].get("ckpt_path"), config.trainer.max_steps,
+                                        self.model, train_longer)
+        self.model.extend_schedule = train_longer
+
 
 def lightning(argv: list[str]) -> int:
     """Run one LightningCLI subcommand; known user errors become one-line ``UsageError``s."""
@@ -228,6 +284,8 @@ def lightning(argv: list[str]) -> int:
         NCACLI(args=argv, construction_errors=errors)
     except UsageError:
         raise
+    except Preempted as err:
+        return report_preemption(argv[0], err)
     except Exception as err:
         message = user_error(err, errors)
         if message is None or os.environ.get("NCA_TRACEBACK"):
@@ -246,3 +304,20 @@ def validate(argv: list[str]) -> int:
 
 def test(argv: list[str]) -> int:
     return lightning(["test", *argv])
+
+
+def add_reliability_arguments(parser: LightningArgumentParser) -> None:
+    """Preemption handling (always on) and ``--train_longer`` (docs/reliability.md)."""
+    parser.add_lightning_class_args(Preemption, "preemption")
+    parser.add_argument(
+        "--train_longer", type=bool, default=False,
+        help="with --ckpt_path: allow a larger --trainer.max_steps than the run was started with; the optimizer "
+             "state, data position and step counter are kept and the rest of the cosine is re-sized from the "
+             "resumed step")
+
+
+def report_preemption(verb: str, err: Preempted) -> int:
+    """One line (from rank 0) and the exit status of a preempted run: 128 + the signal number."""
+    if err.report:
+        print(f"nca {verb}: {err}", file=sys.stderr, flush=True)
+    return err.exit_code

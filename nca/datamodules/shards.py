@@ -82,7 +82,12 @@ class Manifest:
                 f"No token corpus at {directory}: {MANIFEST} is missing. Write one with "
                 "`python -m nca generate --out DIR ...` (NCA) or let the text DataModule build its cache."
             )
-        return cls(**json.loads(path.read_text()))
+        try:
+            fields = json.loads(path.read_text())
+            return cls(**fields)
+        except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError; TypeError: missing/extra keys
+            what = f"is not valid JSON ({err})" if isinstance(err, json.JSONDecodeError) else f"is not a corpus manifest ({err})"
+            raise CorpusError(f"{path} {what}; {REBUILD}") from None
 
 
 class ShardWriter:

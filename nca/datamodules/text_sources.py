@@ -4,6 +4,7 @@ directories and globs, or a Hugging Face dataset name; and the hash that assigns
 from __future__ import annotations
 
 import bz2
+import contextlib
 import glob
 import gzip
 import hashlib
@@ -21,6 +22,7 @@ JSON_LINES = {".jsonl", ".json", ".ndjson"}
 # not JSON lines, so a directory scan leaves them out).
 DIRECTORY_KINDS = {".jsonl", ".ndjson", ".parquet", ".txt", ".py"}
 _HF_NAME = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+_FILE_SUFFIX = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,7}")  # .jsonl, .gz, .zst, .parquet; not a version's ".2"
 SOURCE_HELP = (
     "give existing local files, a directory or a glob (jsonl / json lines / parquet / txt / .py, optionally .gz/.xz), "
     "or a Hugging Face dataset name (needs `pip install datasets` and network)"
@@ -34,15 +36,31 @@ def _kind(path: Path) -> tuple[str, str]:
     return (suffixes[-1] if suffixes else ""), compression
 
 
+def looks_local(source: str) -> bool:
+    """A path meant as local: it starts with ``.``, ``/`` or ``~``, has a file suffix (``.jsonl``, ``.zst``...),
+    or more separators than a Hugging Face ``owner/name``. Such a path that does not exist is an error on the
+    spot, never a Hugging Face look-up (which needs the network)."""
+    if source.startswith((".", "~", "/")) or source.count("/") > 1 or (os.sep != "/" and os.sep in source):
+        return True
+    return bool(_FILE_SUFFIX.fullmatch(Path(source).suffix))
+
+
 def is_hf_name(source: Any) -> bool:
-    """A string that is no existing path and reads like ``owner/name`` (or has an explicit ``hf:`` prefix)."""
+    """A string that is no existing path, does not look like a local one and reads like ``owner/name`` (or has
+    an explicit ``hf:`` prefix)."""
     if not isinstance(source, str):
         return False
     if source.startswith("hf:"):
         return True
-    if Path(source).expanduser().exists() or glob.has_magic(source) or source.startswith((".", "~", "/")):
+    if Path(source).expanduser().exists() or glob.has_magic(source) or looks_local(source):
         return False
-    return bool(_HF_NAME.match(source)) and _kind(Path(source))[0] not in DIRECTORY_KINDS | JSON_LINES
+    return bool(_HF_NAME.match(source))
+
+
+def hf_offline() -> bool:
+    """Whether HF_HUB_OFFLINE or HF_DATASETS_OFFLINE forbids the network (then nothing may try it)."""
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
 def resolve_files(source: str | Path | Sequence[str | Path], exclude: Sequence[str] = ()) -> list[Path]:
@@ -61,7 +79,8 @@ def resolve_files(source: str | Path | Sequence[str | Path], exclude: Sequence[s
         elif path.is_file():
             found = [path]
         else:
-            raise FileNotFoundError(f"Corpus path {text!r} does not exist; {SOURCE_HELP}.")
+            hf = f" (a Hugging Face dataset is written hf:{item})" if not looks_local(str(item)) else ""
+            raise FileNotFoundError(f"Corpus path {text!r} does not exist{hf}; {SOURCE_HELP}.")
         found = [p for p in found if not any(fnmatch(str(p), pattern) for pattern in exclude)]
         if not found:
             raise FileNotFoundError(f"No corpus files found under {text!r} (after exclude={list(exclude)}); {SOURCE_HELP}.")
@@ -120,10 +139,38 @@ def hf_documents(name: str, subset: str | None, split: str, text_field: str, str
     """Documents of a Hugging Face dataset split (streamed by default: nothing is stored beyond our cache)."""
     from datasets import load_dataset
 
-    for record in load_dataset(name.removeprefix("hf:"), subset, split=split, streaming=streaming):
-        if text_field not in record:
-            raise KeyError(f"{name} ({split}) records have no field {text_field!r} (fields: {sorted(record)}).")
-        yield record[text_field]
+    with _offline_libraries():
+        try:
+            records = load_dataset(name.removeprefix("hf:"), subset, split=split, streaming=streaming)
+        except ConnectionError as err:  # offline mode or no network: one line, not the hub client's traceback
+            mode = "HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set" if hf_offline() else "the hub cannot be reached"
+            raise FileNotFoundError(
+                f"{name!r} is no local path and, as a Hugging Face dataset, is not in the local cache while "
+                f"{mode}; {SOURCE_HELP}"
+            ) from err
+        for record in records:
+            if text_field not in record:
+                raise KeyError(f"{name} ({split}) records have no field {text_field!r} (fields: {sorted(record)}).")
+            yield record[text_field]
+
+
+@contextlib.contextmanager
+def _offline_libraries() -> Iterator[None]:
+    """huggingface_hub and datasets read HF_HUB_OFFLINE / HF_DATASETS_OFFLINE once, when first imported (here,
+    often by an import chain long before the data): when the environment says offline now, tell them now."""
+    if not hf_offline():
+        yield
+        return
+    import datasets.config
+    import huggingface_hub.constants
+
+    saved = (datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE)
+    datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        (datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE,
+         huggingface_hub.constants.HF_HUB_OFFLINE) = saved
 
 
 def document_position(text: str) -> float:

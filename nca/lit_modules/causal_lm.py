@@ -39,8 +39,14 @@ OPTIMIZER_HELP = (
 )
 
 
-def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """Linear warm-up to 1, then cosine down to ``min_ratio`` at ``total`` steps (and flat after)."""
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float, resized_at: Optional[int] = None,
+              resized_factor: Optional[float] = None) -> float:
+    """Linear warm-up to 1, then cosine down to ``min_ratio`` at ``total`` steps (and flat after). A run
+    extended at step ``resized_at`` (``--train_longer``) goes on from the factor it had there
+    (``resized_factor``) along a cosine re-sized to reach ``min_ratio`` at the new ``total``."""
+    if resized_at is not None and step >= resized_at:
+        progress = min(1.0, (step - resized_at) / max(1, total - resized_at))
+        return min_ratio + (resized_factor - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
     if step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -108,8 +114,14 @@ class CausalLM(L.LightningModule):
         self._tokens_seen = torch.zeros((), dtype=torch.int64)
         self._flops: dict[tuple, int] = {}
         self.eval_loss = MeanMetric()  # token-weighted over the whole split, summed across ranks
-        self._schedule: Optional[dict[str, int]] = None  # {"total_steps", "warmup_steps"} of this fit
-        self._resumed_schedule: Optional[dict[str, int]] = None  # the same, read from a resumed checkpoint
+        self._schedule: Optional[dict[str, Any]] = None  # {"total_steps", "warmup_steps"[, "resized_*"]} of this fit
+        self._resumed_schedule: Optional[dict[str, Any]] = None  # the same, read from a resumed checkpoint
+        self._resumed_step = 0
+        self._requested_schedule: dict[str, Any] = {}
+        self._scheduler: Optional[torch.optim.lr_scheduler.LambdaLR] = None
+        # Set by `nca fit --train_longer true` (not a hyper-parameter: it is about this invocation): a resume
+        # may then raise trainer.max_steps, the rest of the cosine being re-sized from the resumed step.
+        self.extend_schedule = False
 
     # ----------------------------------------------------------------------------------------------- model
     def configure_model(self) -> None:
@@ -180,6 +192,9 @@ class CausalLM(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._tokens_seen = torch.tensor(checkpoint.get("tokens_seen", 0), dtype=torch.int64)
         self._resumed_schedule = checkpoint.get("lr_schedule")
+        self._resumed_step = int(checkpoint.get("global_step", 0))
+        if self._scheduler is not None:  # FSDP restores a checkpoint after configure_optimizers
+            self._scheduler.lr_lambdas = [self._schedule_fn() for _ in self._scheduler.lr_lambdas]
 
     # ---------------------------------------------------------------------------------------------- eval
     def _eval_step(self, batch: dict[str, torch.Tensor]) -> None:
@@ -263,15 +278,49 @@ class CausalLM(L.LightningModule):
             raise ValueError("The learning-rate schedule needs a finite length: set `trainer.max_steps`.")
         total = int(total)
         warmup = hp.warmup_steps if hp.warmup_steps is not None else int((hp.warmup_fraction or 0.0) * total)
-        self._schedule = {"total_steps": total, "warmup_steps": warmup}
-        old = self._resumed_schedule
-        if old is not None and old != self._schedule:
-            raise ValueError(
-                f"the resumed run's learning-rate schedule was sized for {old['total_steps']} steps "
-                f"({old['warmup_steps']} of warm-up), this one for {total} ({warmup}): resume with the run's own "
-                f"--trainer.max_steps {old['total_steps']} (and warm-up), or start a new run from its weights "
-                "with model.init_from to train longer"
-            )
-        schedule = partial(lr_factor, warmup=warmup, total=total, min_ratio=hp.min_lr / hp.lr if hp.lr else 0.0)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        self._requested_schedule = {"total_steps": total, "warmup_steps": warmup}
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedule_fn())
+        self._scheduler = scheduler
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------------------------ lr schedule
+    def _schedule_fn(self) -> partial:
+        """This fit's schedule as LambdaLR's function: the requested one, or on resume the checkpoint's own
+        (re-sized when extended). A partial keeps LambdaLR's state_dict free of it (only a __dict__ is saved)."""
+        hp = self.hparams
+        min_ratio = hp.min_lr / hp.lr if hp.lr else 0.0
+        self._schedule = dict(self._requested_schedule)
+        if self._resumed_schedule is not None:
+            self._schedule = resumed_schedule(self._resumed_schedule, self._requested_schedule, self._resumed_step,
+                                              self.extend_schedule, min_ratio)
+        return partial(schedule_factor, self._schedule, min_ratio=min_ratio)
+
+
+def schedule_factor(schedule: dict[str, Any], step: int, min_ratio: float) -> float:
+    return lr_factor(step, schedule["warmup_steps"], schedule["total_steps"], min_ratio,
+                     schedule.get("resized_at"), schedule.get("resized_factor"))
+
+
+def resumed_schedule(old: dict[str, Any], new: dict[str, Any], step: int, extend: bool,
+                     min_ratio: float) -> dict[str, Any]:
+    """The schedule a resumed run goes on with: its own when ``trainer.max_steps`` is unchanged (a run
+    extended before keeps its re-sized cosine and warm-up); with ``extend`` and a larger ``max_steps``, the
+    rest of the cosine re-sized from ``step`` (the warm-up, if not over, just continues); else an error."""
+    if old["total_steps"] == new["total_steps"] and (old.get("extended") or old["warmup_steps"] == new["warmup_steps"]):
+        return dict(old)
+    if extend and new["total_steps"] > max(old["total_steps"], step):
+        extended = {"total_steps": new["total_steps"], "warmup_steps": old["warmup_steps"], "extended": True}
+        if step < old["warmup_steps"]:  # the warm-up goes on as it was; the cosine after it is longer
+            return extended
+        return {**extended, "resized_at": step, "resized_factor": schedule_factor(old, step, min_ratio)}
+    if extend:
+        raise ValueError(
+            f"--train_longer needs a trainer.max_steps above the resumed run's {max(old['total_steps'], step)}, "
+            f"got {new['total_steps']}"
+        )
+    raise ValueError(
+        f"the resumed run's learning-rate schedule was sized for {old['total_steps']} steps "
+        f"({old['warmup_steps']} of warm-up), this one for {new['total_steps']} ({new['warmup_steps']}): resume "
+        f"with the run's own --trainer.max_steps {old['total_steps']} (and warm-up), or train it longer with "
+        "--trainer.max_steps N --train_longer true (optimizer, data position and step counter are kept)"
+    )
