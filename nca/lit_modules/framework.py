@@ -35,6 +35,10 @@ PRIVATE = (
     ("lightning.pytorch.callbacks.ThroughputMonitor", "_throughputs", "the monitor's per-stage meters"),
     ("lightning.pytorch.Trainer", "_logger_connector",
      "log the throughput when and as Lightning logs its own metrics (should_update_logs, log_metrics)"),
+    ("lightning.pytorch.Trainer", "_accelerator_connector",
+     "the cluster environment (SLURM requeue) of a strategy that does not expose it (nca.lit_modules.preemption)"),
+    ("lightning.pytorch.Trainer", "_signal_connector",
+     "a SIGTERM Lightning's own handler saw before the preemption handler was installed"),
 )
 
 InstantiatorFn = _InstantiatorFn
@@ -53,6 +57,19 @@ def should_update_logs(trainer: Trainer) -> bool:
 def log_metrics(trainer: Trainer, metrics: dict[str, Any], step: Optional[int]) -> None:
     """Log through the trainer's loggers as Lightning does (also fills ``trainer.logged_metrics``)."""
     trainer._logger_connector.log_metrics(metrics, step=step)
+
+
+def cluster_environment(trainer: Trainer) -> Any:
+    """The trainer's cluster environment (parallel strategies expose it; Lightning's signal connector looks
+    on the accelerator connector, as here)."""
+    return getattr(trainer.strategy, "cluster_environment", None) or trainer._accelerator_connector.cluster_environment
+
+
+def take_received_sigterm(trainer: Trainer) -> bool:
+    """Whether Lightning's SIGTERM handler saw a signal; cleared, so Lightning's loop does not end the run."""
+    connector = trainer._signal_connector
+    seen, connector.received_sigterm = bool(connector.received_sigterm), False
+    return seen
 
 
 class CLIHooks(LightningCLI):

@@ -32,6 +32,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from nca.lit_modules import framework
+
 
 class Preempted(Exception):
     """The run stopped on a signal after saving a resumable checkpoint."""
@@ -52,20 +54,6 @@ def slurm_requeued() -> bool:
     return bool(os.environ.get("SLURM_JOB_ID")) and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
 
 
-def _cluster_environment(trainer: Trainer) -> Any:
-    # Lightning keeps it on the accelerator connector (parallel strategies also expose it); the same lookup
-    # its own signal connector makes.
-    return getattr(trainer.strategy, "cluster_environment", None) or trainer._accelerator_connector.cluster_environment
-
-
-def _take_lightning_sigterm(trainer: Trainer) -> bool:
-    """A SIGTERM that reached Lightning's handler before ours was installed (during setup); cleared, so
-    that Lightning's loop does not end the run with status 0 before the save."""
-    connector = trainer._signal_connector
-    seen, connector.received_sigterm = bool(connector.received_sigterm), False
-    return seen
-
-
 def save_last(trainer: Trainer) -> Optional[str]:
     """Write ``last.ckpt`` of the current step into the run's checkpoint folder (a collective: every rank
     calls it); None when the run has no checkpoint folder."""
@@ -82,7 +70,7 @@ def save_last(trainer: Trainer) -> Optional[str]:
 def requeue(trainer: Trainer, signum: int) -> Optional[str]:
     """``scontrol requeue`` this job (rank 0), as Lightning's SLURM handler does, when the signal is SLURM's
     requeue signal and auto-requeue is on; the job id, or None."""
-    env = _cluster_environment(trainer)
+    env = framework.cluster_environment(trainer)
     if not (isinstance(env, SLURMEnvironment) and env.auto_requeue and signum == env.requeue_signal):
         return None
     array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
@@ -121,9 +109,9 @@ class Preemption(Callback):
             self.received = signum
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.received = signal.SIGTERM if _take_lightning_sigterm(trainer) else None
+        self.received = signal.SIGTERM if framework.take_received_sigterm(trainer) else None
         self._step_seen = trainer.global_step
-        env = _cluster_environment(trainer)
+        env = framework.cluster_environment(trainer)
         extra = [env.requeue_signal] if isinstance(env, SLURMEnvironment) and env.requeue_signal else []
         if threading.current_thread() is threading.main_thread():
             for signum in {*self.signals, *extra}:
@@ -141,6 +129,6 @@ class Preemption(Callback):
         rank_zero_info(f"{signal.Signals(signum).name} received: saving step {trainer.global_step} and stopping")
         path = save_last(trainer)
         job = requeue(trainer, signum)
-        child = isinstance(_cluster_environment(trainer), LightningEnvironment) and trainer.local_rank > 0
+        child = isinstance(framework.cluster_environment(trainer), LightningEnvironment) and trainer.local_rank > 0
         raise Preempted(trainer.global_step, signum, path, job, report=trainer.is_global_zero,
                         exit_code=0 if child else 128 + signum)
