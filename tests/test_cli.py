@@ -273,3 +273,15 @@ def test_config_names_read_a_local_file_first_then_the_shipped_one(tmp_path, mon
     assert len(notes) == 2
     with pytest.raises(UsageError, match="nca configs"):
         resolve("no-such.yaml")
+
+
+def test_an_integer_batch_limit_counts_batches_a_float_is_a_fraction(tmp_path):
+    """`--trainer.limit_val_batches 1` is one batch (jsonargparse alone read it as 1.0 = every batch)."""
+    yaml_one = write(tmp_path / "one.yaml", {"trainer": {"limit_val_batches": 1, "val_check_interval": 2}})
+    cases = [(["--trainer.limit_val_batches", "1"], 1), (["--config", yaml_one], 1),
+             (["--trainer.limit_val_batches", "1.0"], 1.0), (["--config", yaml_one, "--trainer.limit_val_batches=0.5"], 0.5)]
+    for extra, expected in cases:
+        cli = NCACLI(args=["--config", toy_config(tmp_path), *extra], run=False)
+        assert cli.trainer.limit_val_batches == expected and type(cli.trainer.limit_val_batches) is type(expected)
+        assert type(cli.config["trainer"]["limit_val_batches"]) is type(expected)
+    assert cli.trainer.val_check_interval == 2 and isinstance(cli.trainer.val_check_interval, int)

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
@@ -108,6 +109,7 @@ class NCACLI(CLIHooks):
         self.run_root: Optional[Path] = None  # <save_dir>/<name> of the training run
         self._log_dir_state: Optional[tuple[Path, bool, set[str]]] = None
         self._run_lock: Optional[RunLock] = None
+        self.integer_counts: dict[str, int] = {}
         self._made_for_lock: list[Path] = []  # directories created only to hold the lock (removed if left empty)
         super().__init__(
             CausalLM,
@@ -137,6 +139,10 @@ class NCACLI(CLIHooks):
         verb = args[0] if args and args[0] in self.subcommands() else None
         own = next((p for p in self.parsers if verb and p.prog.split()[-1] == verb), parser)
         self.config = parsing.parse(parser, args, f"nca {verb}" if verb else "nca", keys=lambda: parsing.valid_keys(own))
+        self.integer_counts = integer_counts(args)
+        trainer = (self.config[verb] if verb else self.config).get("trainer")
+        for key, value in self.integer_counts.items() if trainer is not None else ():
+            trainer[key] = value  # so the saved config.yaml says what ran
 
     def check_ckpt_path(self) -> None:
         """Lightning reads a ``--ckpt_path`` file's hyper-parameters right after parsing: check it first."""
@@ -168,7 +174,10 @@ class NCACLI(CLIHooks):
                 init_args.name = f"{init_args.name}/{EVAL_SUBDIR}"
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        return use_atomic_checkpoints(console.quiet_trainer(super().instantiate_trainer(**kwargs)))
+        trainer = use_atomic_checkpoints(console.quiet_trainer(super().instantiate_trainer(**kwargs)))
+        for key, value in self.integer_counts.items():  # the parser turned them into floats (integer_counts)
+            setattr(trainer, key, value)
+        return trainer
 
     # Checkpoints live in one folder per experiment name so that `--ckpt_path last` finds the previous run.
     def _resolve_checkpoint_dir(self) -> Optional[str]:
@@ -275,6 +284,30 @@ class NCACLI(CLIHooks):
         preflight.check_resume_schedule(self.config_init[self.subcommand].get("ckpt_path"), config.trainer.max_steps,
                                         self.model, train_longer)
         self.model.extend_schedule = train_longer
+
+
+# Trainer arguments typed Union[int, float]: an int counts batches, a float is a fraction of them.
+COUNT_OR_FRACTION = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
+                     "val_check_interval")
+
+
+def integer_counts(args: list[str]) -> dict[str, int]:
+    """The ``COUNT_OR_FRACTION`` values written as integers, in config files or flags (later wins).
+
+    jsonargparse reads them through Lightning's annotation, which typing caches as Union[float, int]: ``1``
+    becomes 1.0, which Lightning takes as 100% of the batches. What the user wrote decides instead.
+    """
+    found: dict[str, Any] = {}
+    for i, arg in enumerate(args):
+        key, _, value = arg.partition("=")
+        value = value or (args[i + 1] if i + 1 < len(args) else "")
+        if key == "--config" and Path(value).is_file():
+            section = yaml.safe_load(Path(value).read_text()) or {}
+            section = section.get("trainer") if isinstance(section, dict) else None
+            found.update({k: v for k, v in (section or {}).items() if k in COUNT_OR_FRACTION})
+        elif key.startswith("--trainer.") and key.removeprefix("--trainer.") in COUNT_OR_FRACTION:
+            found[key.removeprefix("--trainer.")] = yaml.safe_load(value) if value else None
+    return {k: v for k, v in found.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
 def lightning(argv: list[str]) -> int:
