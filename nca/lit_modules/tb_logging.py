@@ -4,12 +4,14 @@ HParams tab by their final ``val/ppl`` instead of Lightning's placeholder ``hp_m
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ThroughputMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+
+from nca.lit_modules.mfu import run_peak
 
 HPARAMS_METRIC = "val/ppl"
 TRAINER_KEYS = ("max_steps", "max_epochs", "accumulate_grad_batches", "gradient_clip_val", "precision",
@@ -18,8 +20,21 @@ TRAINER_KEYS = ("max_steps", "max_epochs", "accumulate_grad_batches", "gradient_
 
 class TokenThroughput(ThroughputMonitor):
     """Lightning's ThroughputMonitor logging only ``{stage}/tokens_per_sec`` (all ranks together),
-    ``{stage}/flops_per_sec`` and the MFU when the device's peak is known; its counters (time, batches,
-    samples, lengths) and per-device duplicates are left out."""
+    ``{stage}/flops_per_sec`` and ``{stage}/mfu`` when the device's peak is known (``nca.lit_modules.mfu``: the
+    dense peaks of H100/H200/A100 first, then Lightning's table; ``peak_flops`` overrides both); its counters
+    (time, batches, samples, lengths) and per-device duplicates are left out."""
+
+    def __init__(self, *args: Any, peak_flops: Optional[float] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.peak_flops = peak_flops
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        peak = self.peak_flops if self.peak_flops is not None else run_peak(trainer)
+        if peak is not None:
+            self.available_flops = int(peak)
+            for throughput in self._throughputs.values():
+                throughput.available_flops = int(peak)
 
     def _compute(self, trainer: Trainer, iter_num: Any = None) -> None:
         if not trainer._logger_connector.should_update_logs:
