@@ -279,6 +279,22 @@ def test_fixed_shape_decoding_gives_the_same_samples_as_dynamic(case):
     assert model.transformer.h[0].attn.kv_cache is None and model.mask_cache is None
 
 
+def test_attention_over_whole_spans_is_bit_equal_whatever_masked_positions_follow():
+    """What makes the dynamic and fixed paths agree exactly: both attend over multiples of SPAN positions."""
+    from nca.lit_modules.decoding import install_caches
+    from nca.lit_modules.sampling import SPAN
+
+    model = tiny_gpt(64, block_size=3 * SPAN)
+    x = torch.randint(0, 64, (4, 71), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        install_caches(model, 4, 3 * SPAN, torch.device("cpu"), torch.float32)
+        model(x[:, :70], torch.arange(70))
+        pos = torch.full((4, 1), 70)
+        spans = [model(x[:, 70:], pos, input_pos_maxp1=span) for span in (SPAN, 2 * SPAN, None)]
+        model.clear_kv_cache()
+    assert torch.equal(spans[0], spans[1]) and torch.equal(spans[0], spans[2])
+
+
 def test_compiled_decoding_is_one_whole_graph_with_the_same_samples(monkeypatch):
     """torch.compile(fullgraph=True) of the fixed step (``aot_eager``: dynamo + AOTAutograd, no code generation):
     no graph break, one graph for every step and for other weights of the same shapes, the same samples."""

@@ -131,7 +131,7 @@ def compiled_step(device: torch.device, backend: str = "inductor") -> Callable:
     """``fixed_step`` under torch.compile (whole graph, static shapes), made once per process and backend: on CUDA
     with ``mode="reduce-overhead"`` (CUDA graphs: one replay per token instead of a few hundred kernel launches),
     elsewhere inductor's default. Recompiles for another model size, sampling setting, slot count or cache length
-    (the sampler rounds the length up to a multiple of 64), not for other weights or prompts."""
+    (the sampler rounds the length up to a multiple of 128), not for other weights or prompts."""
     mode = "reduce-overhead" if device.type == "cuda" and backend == "inductor" else None
     key = (backend, mode)
     if key not in _COMPILED:

@@ -6,7 +6,8 @@ with a per-row ``input_pos``), and a row that finishes (stop id, stop string, ``
 of the context) hands its slot to the next pending sample at once, or the batch shrinks when none is left.
 ``decoding="fixed"`` keeps every slot in the batch and attends over the whole preallocated cache, so each step
 has the same shapes; ``"compiled"`` runs that step under torch.compile, with CUDA graphs on a GPU
-(``nca.lit_modules.decoding``). All three give the same samples (within the rounding limit below).
+(``nca.lit_modules.decoding``). Attention spans are multiples of ``SPAN`` positions in every path, which makes the
+three give bit-equal samples on CPU (on a GPU within the rounding limit below, which depends on its kernels).
 
 What is random: the token of step t of sample j of prompt p is the inverse CDF of the (top-k / top-p
 filtered, tempered) next-token distribution at one uniform that is a hash of (seed, prompt id, j, t), the
@@ -40,7 +41,10 @@ from nca.lit_modules.decoding import (  # noqa: F401 (filtered_probs, inverse_cd
 
 PREFILL_LOGITS = 1 << 26  # most logits one prefill call may hold (prompts are prefilled in chunks under it)
 DECODINGS = ("dynamic", "fixed", "compiled")
-CACHE_ROUND = 64  # the fixed-shape decoders' cache length is a multiple of this (or the model's context)
+# Cache lengths and attention spans are multiples of this (or the model's context): attention over a multiple of
+# 128 positions gives bit-equal results whatever masked positions follow (fused kernels add masked blocks as exact
+# zeros), so the dynamic and fixed-shape paths agree exactly on CPU; fewer shapes to compile, too.
+SPAN = 128
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,10 @@ class Completion:
     finish: str  # "stop" | "length" | "context"
 
 
+def _round(length: int) -> int:
+    return -(-length // SPAN) * SPAN
+
+
 # --------------------------------------------------------------------------------------------- rows
 @dataclass
 class _Row:
@@ -117,7 +125,8 @@ class _Decoder:
                 else:  # nothing to generate: no model call
                     self._finish(_Row(i, j, len(prompts[i]), 0, [], "length" if cfg.max_new_tokens == 0 else "context"))
         self.slots = max(1, min(batch_size, len(self.queue)))
-        self.length = max([len(prompts[i]) + self.budgets[i] - 1 for i, _ in self.queue] or [1])
+        longest = max([len(prompts[i]) + self.budgets[i] - 1 for i, _ in self.queue] or [1])
+        self.length = min(block, _round(longest))
         self.stop_window = max([len(s.encode()) for s in cfg.stop_strings] or [0]) + 4
         self.rows: list[_Row] = []  # live rows; row r sits in cache slot r
         self.stored: dict[int, tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]] = {}
@@ -279,7 +288,8 @@ class _Decoder:
         last = torch.tensor([[r.tokens[-1]] for r in rows], device=self.device)
         pos = [r.length + len(r.tokens) - 1 for r in rows]  # where the last token sits
         input_pos = torch.tensor(pos, device=self.device).unsqueeze(1)
-        logits = self.model(last, input_pos, input_pos_maxp1=max(pos) + 1)[:, 0, : self.vocab]
+        span = min(self.length, _round(max(pos) + 1))  # attention stops at the longest row (rounded)
+        logits = self.model(last, input_pos, input_pos_maxp1=span)[:, 0, : self.vocab]
         for row, token in zip(rows, choose_tokens(logits, self.cfg, self._uniforms(rows).to(self.device)).tolist()):
             self._push(row, token)
         self._retire()
@@ -307,8 +317,6 @@ class _FixedDecoder(_Decoder):
     def __init__(self, *args, step=fixed_step):
         super().__init__(*args)
         self.step = step
-        block = self.model.config.block_size  # a round cache length: fewer shapes to compile across calls
-        self.length = min(block, -(-self.length // CACHE_ROUND) * CACHE_ROUND)
         self.rows: list[_Row | None] = [None] * self.slots  # type: ignore[assignment]
 
     def _free(self) -> list[int]:
