@@ -26,6 +26,7 @@ INDUCTOR_TOLERANCE = 1e-4  # |loss difference| over 20 steps (measured: 2.4e-7 o
 @pytest.fixture(autouse=True)
 def _fresh_dynamo():
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     yield
     torch._dynamo.reset()
 

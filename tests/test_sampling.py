@@ -301,6 +301,7 @@ def test_compiled_decoding_is_one_whole_graph_with_the_same_samples(monkeypatch)
     from nca.lit_modules import decoding, sampling
 
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     monkeypatch.setattr(decoding, "_COMPILED", {})
     monkeypatch.setattr(sampling, "compiled_step", lambda device: decoding.compiled_step(device, "aot_eager"))
     model = peaky_gpt()
