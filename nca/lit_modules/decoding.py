@@ -118,8 +118,8 @@ def fixed_step(model: GPT, tokens: torch.Tensor, input_pos: torch.Tensor, unifor
     """The next token of every slot: last tokens [slots, 1] at positions [slots, 1] -> [slots], on the device.
 
     Shapes depend only on the slot count and the cache length, so one capture serves the whole run; without
-    ``input_pos_maxp1`` litgpt attends over the whole cache under its causal mask, which zeroes exactly the
-    positions the per-step cut of ``sample``'s default path leaves out."""
+    ``input_pos_maxp1`` litgpt attends over the whole cache (whole 128-position spans, as the dynamic path's)
+    under its causal mask, which zeroes the positions past each row's own."""
     logits = model(tokens, input_pos)[:, 0, :vocab]
     return choose_tokens(logits, cfg, uniforms)
 

@@ -312,7 +312,8 @@ class _FixedDecoder(_Decoder):
     """The same loop with fixed shapes: ``slots`` rows decode every step (a free slot decodes a dummy token that
     nothing reads), a row keeps its slot until it finishes (no moving of cache rows), and attention covers the
     whole cache. One step is then one call of ``step`` on tensors of unchanging shapes (``fixed_step`` or its
-    compiled form). Same tokens as ``_Decoder``: each row computes alone, with its own uniforms."""
+    compiled form). Same tokens as ``_Decoder`` (bit-equal on CPU): each row computes alone, over whole
+    ``SPAN`` blocks, with its own uniforms."""
 
     def __init__(self, *args, step=fixed_step):
         super().__init__(*args)
