@@ -224,9 +224,10 @@ def fit_command(runs: Path, name: str, *extra: str) -> list[str]:
 
 def fit_mfu_command(runs: Path, steps: int = 40) -> list[str]:
     """``nca fit`` of the paper's 1.6B model as a user runs it (FSDP config, compile auto), no checkpoints."""
-    return [sys.executable, "-m", "nca", "fit", "--config", "configs/stage1.yaml", "--config", "configs/model/1.6b.yaml",
-            "--config", "configs/strategy/fsdp.yaml", "--trainer.devices", "1", "--trainer.precision", "bf16-mixed",
-            "--trainer.max_steps", str(steps), "--trainer.log_every_n_steps", "5", "--trainer.num_sanity_val_steps", "0",
+    return [sys.executable, "-m", "nca", "fit", "--config", "configs/stage1.yaml",
+            "--config", "configs/model/1.6b.yaml", "--config", "configs/strategy/fsdp.yaml",
+            "--trainer.devices", "1", "--trainer.precision", "bf16-mixed", "--trainer.max_steps", str(steps),
+            "--trainer.log_every_n_steps", "5", "--trainer.num_sanity_val_steps", "0",
             "--trainer.limit_val_batches", "0",  # progress bar on: in a log file it is the plain progress line
             "--checkpoint.save_last", "false", "--checkpoint.save_top_k", "0",
             "--checkpoint.every_n_train_steps", str(10 * steps), "--data.init_args.seq_len", "1024",
@@ -282,7 +283,8 @@ def resume(runs: Path) -> int:
 WORDS = ("the of and to in is was for on that with as by at from his her an which or had are this be not it were "
          "have their one all also after first new two been its but who they has more other into time would years "
          "when some there these only such out about most may over then them up three can could during while where "
-         "made many city people part later so between under since state world small group high school found work").split()
+         "made many city people part later so between under since state world small group high school found "
+         "work").split()
 
 
 def write_words(path: Path, documents: int, seed: int) -> str:

@@ -81,7 +81,8 @@ def test_summaries_read_the_benchmarks_own_lines():
     assert gpu_check.summarize_fit(fit) == "step 40: 40,100 tokens/s, MFU 42.3% at 1.043e+10 FLOPs/token"
     assert gpu_check.summarize_fit("step 5/40 | loss 9.0 | lr 1e-05 | 1,000 tok/s | ETA 1m00s") == (
         "step 5: 1,000 tokens/s, MFU not shown")
-    assert gpu_check.summarize_smoke("x\nSMOKE: report ok in 80s; final ppl c4 240.0\n") == "report ok in 80s; final ppl c4 240.0"
+    smoke = "x\nSMOKE: report ok in 80s; final ppl c4 240.0\n"
+    assert gpu_check.summarize_smoke(smoke) == "report ok in 80s; final ppl c4 240.0"
     assert gpu_check.summarize_resume("x\nRESUME: equal; killed at step 30\n") == "equal; killed at step 30"
     assert gpu_check.summarize_mfu("crashed") == "no MFU line"
 

@@ -254,7 +254,8 @@ def test_text_tokenizer_decodes_what_it_encodes(tmp_path):
 
 def stopping_config(model: GPT) -> SamplingConfig:
     """Temperature 1 with a stop id that ends some rows early (seed 3, n 5): refills, compaction, free slots."""
-    return SamplingConfig(max_new_tokens=30, temperature=1.0, top_p=0.95, stop_ids=(argmax_loop(model, PROMPTS[1], 30)[6],))
+    stop = argmax_loop(model, PROMPTS[1], 30)[6]
+    return SamplingConfig(max_new_tokens=30, temperature=1.0, top_p=0.95, stop_ids=(stop,))
 
 
 def finishes(result):

@@ -1,20 +1,54 @@
-"""How the sampler picks a token, and the KV cache it decodes with, including the one-token step with fixed
-shapes that torch.compile and CUDA graphs capture (``fixed_step``, as gpt-fast decodes): every batch slot runs
-each step, attention covers the whole preallocated cache (positions after a row's own are masked), and nothing
-in the step reads a value back to the host. Used by ``nca.lit_modules.sampling``.
+"""How the sampler picks a token (``SamplingConfig``) and the KV cache it decodes with, including the one-token
+step with fixed shapes that torch.compile and CUDA graphs capture (``fixed_step``, as gpt-fast decodes): every
+batch slot runs each step, attention covers the whole preallocated cache (positions after a row's own are
+masked), and nothing in the step reads a value back to the host. Used by ``nca.lit_modules.sampling``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from litgpt.model import GPT, KVCache
 
 from nca.automaton.rng import Domain, hash_keys, to_uniform
 
-if TYPE_CHECKING:
-    from nca.lit_modules.sampling import SamplingConfig
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How to pick tokens. Filters apply as in litgpt: top-k, then temperature, then top-p.
+
+    ``max_new_tokens`` is cut where prompt + completion would pass the model's context (finish "context").
+    ``temperature`` 0 is greedy (argmax). ``top_p`` keeps the smallest set of most likely tokens whose mass
+    is >= top_p; ``top_k`` keeps the tokens whose logit is >= the k-th largest (ties at the k-th are kept).
+    A ``stop_ids`` token ends its row and is left out of ``tokens``; a ``stop_strings`` match ends it after the
+    token that completes the string (``tokens`` keeps that token, ``text`` is cut before the string).
+    """
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    stop_ids: tuple[int, ...] = ()
+    stop_strings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_new_tokens < 0:
+            problems.append(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if not self.temperature >= 0:
+            problems.append(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            problems.append(f"top_k must be >= 1 or None, got {self.top_k}")
+        if any(not s for s in self.stop_strings):
+            problems.append("stop_strings must not contain the empty string")
+        if problems:
+            raise ValueError("invalid SamplingConfig: " + "; ".join(problems))
+        object.__setattr__(self, "stop_ids", tuple(int(i) for i in self.stop_ids))
+        object.__setattr__(self, "stop_strings", tuple(self.stop_strings))
 
 
 # --------------------------------------------------------------------------------------------- choosing
@@ -114,7 +148,7 @@ def install_caches(model: GPT, rows: int, length: int, device: torch.device, dty
 
 # --------------------------------------------------------------------------------------------- the fixed step
 def fixed_step(model: GPT, tokens: torch.Tensor, input_pos: torch.Tensor, uniforms: torch.Tensor,
-               cfg: "SamplingConfig", vocab: int) -> torch.Tensor:
+               cfg: SamplingConfig, vocab: int) -> torch.Tensor:
     """The next token of every slot: last tokens [slots, 1] at positions [slots, 1] -> [slots], on the device.
 
     Shapes depend only on the slot count and the cache length, so one capture serves the whole run; without

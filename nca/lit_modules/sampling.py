@@ -30,6 +30,7 @@ import torch
 from litgpt.model import GPT
 
 from nca.lit_modules.decoding import (  # noqa: F401 (filtered_probs, inverse_cdf: the sampler's API here too)
+    SamplingConfig,
     choose_tokens,
     compiled_step,
     filtered_probs,
@@ -45,42 +46,6 @@ DECODINGS = ("dynamic", "fixed", "compiled")
 # 128 positions gives bit-equal results whatever masked positions follow (fused kernels add masked blocks as exact
 # zeros), so the dynamic and fixed-shape paths agree exactly on CPU; fewer shapes to compile, too.
 SPAN = 128
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How to pick tokens. Filters apply as in litgpt: top-k, then temperature, then top-p.
-
-    ``max_new_tokens`` is cut where prompt + completion would pass the model's context (finish "context").
-    ``temperature`` 0 is greedy (argmax). ``top_p`` keeps the smallest set of most likely tokens whose mass
-    is >= top_p; ``top_k`` keeps the tokens whose logit is >= the k-th largest (ties at the k-th are kept).
-    A ``stop_ids`` token ends its row and is left out of ``tokens``; a ``stop_strings`` match ends it after the
-    token that completes the string (``tokens`` keeps that token, ``text`` is cut before the string).
-    """
-
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int | None = None
-    stop_ids: tuple[int, ...] = ()
-    stop_strings: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.max_new_tokens < 0:
-            problems.append(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
-        if not self.temperature >= 0:
-            problems.append(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            problems.append(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k is not None and self.top_k < 1:
-            problems.append(f"top_k must be >= 1 or None, got {self.top_k}")
-        if any(not s for s in self.stop_strings):
-            problems.append("stop_strings must not contain the empty string")
-        if problems:
-            raise ValueError("invalid SamplingConfig: " + "; ".join(problems))
-        object.__setattr__(self, "stop_ids", tuple(int(i) for i in self.stop_ids))
-        object.__setattr__(self, "stop_strings", tuple(self.stop_strings))
 
 
 @dataclass
