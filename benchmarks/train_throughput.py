@@ -121,13 +121,14 @@ def cpu(args) -> None:
     batches = make_batches(args.steps, args.batch_size, args.seq_len, args.vocab, "cpu")
     lightning, bare = [], []
     for r in range(args.repeats):  # interleaved, so drifting load on a shared machine hits both alike
-        lightning.append(run_lightning(args, cfg, batches, args.vocab, accelerator="cpu", devices=1,
-                                       precision="32-true")[0])
+        lightning.append(run_lightning(args, cfg, batches, args.vocab, compile=args.compile, accelerator="cpu",
+                                       devices=1, precision="32-true")[0])
         bare.append(run_bare(args, cfg, batches, args.vocab))
         print(f"repeat {r}: lightning {lightning[-1]:,.0f} tok/s, bare {bare[-1]:,.0f} tok/s", flush=True)
     lm, bm = statistics.median(lightning), statistics.median(bare)
     print(f"model {cfg} vocab {args.vocab}, batch {args.batch_size} x {args.seq_len}, {args.steps} steps "
-          f"({args.warmup} warm-up), {args.threads} threads, torch {torch.__version__}, {platform.processor()}")
+          f"({args.warmup} warm-up), {args.threads} threads, torch {torch.__version__}, {platform.processor()}, "
+          f"Lightning path compiled: {args.compile}")
     print(f"median tokens/s: lightning {lm:,.0f}  bare {bm:,.0f}  lightning/bare {lm / bm:.3f}")
 
 
@@ -178,6 +179,7 @@ def main() -> None:
     c.add_argument("--repeats", type=int, default=3)
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--lr", type=float, default=1e-3)
+    c.add_argument("--compile", action="store_true", help="torch.compile the Lightning path's blocks (inductor)")
     g = sub.add_parser("fsdp-mfu", help="MFU of a model config under FSDP bf16 on GPU")
     g.add_argument("--model", default="configs/model/1.6b.yaml")
     g.add_argument("--batch-size", type=int, default=8)
