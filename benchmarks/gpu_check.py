@@ -1,17 +1,28 @@
-"""The one-GPU check (issue 14): cuda-marked tests, then the GPU benchmarks, as one summary table.
+"""The one-GPU check (issues 14 and 22): cuda-marked tests, then the GPU benchmarks, as one summary table.
 
     python benchmarks/gpu_check.py --out DIR        # or benchmarks/gpu_check.sh [DIR]
 
 Parts, each a subprocess under its own ``timeout`` (a failure or time-out in one never stops the others), all
 inside ``--budget`` seconds (default 530, so the whole check fits 9 minutes); a part that no longer fits is
-marked skipped:
+marked skipped. Caps in seconds, in running order (most wanted first); they add up to 645 s, more than the
+budget, so when early parts run to their caps the last ones are cut or skipped, and the whole check still ends
+within the budget. Every training part runs ``model.compile`` auto (on, on a GPU) unless it says otherwise; a
+cap includes that part's start-up and compile time.
 
-    cuda-tests     python -m pytest -m cuda
-    fsdp-resume    160M (configs/model/160m.yaml) FSDP bf16 fit on NCA tokens made on the GPU, SIGKILLed mid-run
-                   (after a checkpoint), resumed with ``--ckpt_path last``; its losses must equal an uninterrupted run
-    mfu-*          benchmarks/train_throughput.py fsdp-mfu: 1.6B and 400M, activation checkpointing on and off
-    nca-gpu        benchmarks/nca_throughput.py --device cuda: NCA tokens/s generated on the GPU
-    sampler-1.6b   benchmarks/sampler.py --config 1.6b --device cuda (n = 64), where that script exists
+    cuda-tests       (60)   python -m pytest -m cuda
+    fsdp-resume      (130)  160M (configs/model/160m.yaml) FSDP bf16 fit on NCA tokens made on the GPU, SIGKILLed
+                            mid-run (after a checkpoint), resumed with ``--ckpt_path last``; its losses must equal
+                            an uninterrupted run
+    mfu-1.6b         (35)   benchmarks/train_throughput.py fsdp-mfu: 1.6B, FSDP bf16, no activation
+    mfu-1.6b-compile (60)   checkpointing, torch.compile off / on
+    fit-1.6b         (60)   ``nca fit`` itself: 1.6B with configs/strategy/fsdp.yaml (activation checkpointing on),
+                            tokens/s and MFU from its progress line
+    sampler-1.6b     (90)   benchmarks/sampler.py --config 1.6b --device cuda, n = 64: dynamic and compiled decoding
+    mfu-400m         (25)   as mfu-1.6b for 400M
+    mfu-400m-compile (45)
+    replicate-smoke  (120)  ``nca replicate`` of configs/replicate/smoke.yaml with ``--device gpu`` on two small
+                            generated corpora, 4 runs at a time: every run and the report (``gpu_check.py smoke``)
+    nca-gpu          (20)   benchmarks/nca_throughput.py --device cuda: NCA tokens/s generated on the GPU
 
 The table goes to stdout and to ``DIR/gpu_check.md`` (a free name ``gpu_check-N.md`` if taken: nothing is
 overwritten), each part's full output to ``DIR/gpu_check_logs[-N]/PART.log``. Without a GPU every part is
@@ -21,6 +32,8 @@ skipped with the reason and the exit code is 0; with one, it is 1 when any part 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import re
 import signal
@@ -70,8 +83,24 @@ def summarize_nca(log: str) -> str:
 
 
 def summarize_sampler(log: str) -> str:
-    rows = re.findall(r"^(\S.*?)\s+(\d+)\s+(\d+)\s+(\S+)\s*$", log, flags=re.M)
+    rows = re.findall(r"^(\S.*?)\s+(\d+)\s+([\d.,]+)\s+(\S+)\s*$", log, flags=re.M)
     return "; ".join(f"{name.strip()}: {rate} new tok/s" for name, _, rate, _ in rows) or "no result table"
+
+
+def summarize_fit(log: str) -> str:
+    """The last progress line's tokens/s and MFU, and the FLOPs per token the MFU counts."""
+    lines = re.findall(r"^step (\d+)/\d+ \|.*?\| ([\d,]+) tok/s(?: \| MFU ([\d.]+%))?", log, flags=re.M)
+    if not lines:
+        return "no progress line"
+    step, rate, mfu = lines[-1]
+    flops = re.search(r"x (\S+) model FLOPs per token", log)
+    per_token = f" at {flops.group(1)} FLOPs/token" if flops else ""
+    return f"step {step}: {rate} tokens/s, MFU {mfu or 'not shown'}{per_token}"
+
+
+def summarize_smoke(log: str) -> str:
+    lines = [line for line in log.splitlines() if line.startswith("SMOKE:")]
+    return lines[-1].removeprefix("SMOKE:").strip() if lines else "no smoke verdict"
 
 
 def summarize_resume(log: str) -> str:
@@ -82,24 +111,28 @@ def summarize_resume(log: str) -> str:
 # ------------------------------------------------------------------------------------------------- parts
 def parts(logs: Path) -> list[Part]:
     py = sys.executable
-    mfu = [py, "benchmarks/train_throughput.py", "fsdp-mfu", "--batch-size", "8", "--steps", "20", "--warmup", "8"]
+    mfu = [py, "benchmarks/train_throughput.py", "fsdp-mfu", "--batch-size", "8", "--steps", "20", "--warmup", "8",
+           "--no-activation-checkpointing"]
+    b16, m400 = ["--model", "configs/model/1.6b.yaml"], ["--model", "configs/model/400m.yaml"]
     return [
-        Part("cuda-tests", "pytest -m cuda", 80, [py, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider"],
+        Part("cuda-tests", "pytest -m cuda", 60, [py, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider"],
              summarize_pytest),
-        Part("fsdp-resume", "160M FSDP fit, kill, --ckpt_path last", 170,
+        Part("fsdp-resume", "160M FSDP fit, kill, --ckpt_path last", 130,
              [py, "benchmarks/gpu_check.py", "resume", "--runs", str(logs / "resume_runs")], summarize_resume),
-        Part("mfu-1.6b-ac", "1.6B FSDP bf16, act. ckpt on", 75, mfu + ["--model", "configs/model/1.6b.yaml"], summarize_mfu),
-        Part("mfu-1.6b", "1.6B FSDP bf16, act. ckpt off", 60,
-             mfu + ["--model", "configs/model/1.6b.yaml", "--no-activation-checkpointing"], summarize_mfu),
-        Part("mfu-400m-ac", "400M FSDP bf16, act. ckpt on", 45, mfu + ["--model", "configs/model/400m.yaml"], summarize_mfu),
-        Part("mfu-400m", "400M FSDP bf16, act. ckpt off", 40,
-             mfu + ["--model", "configs/model/400m.yaml", "--no-activation-checkpointing"], summarize_mfu),
-        Part("nca-gpu", "NCA tokens generated on the GPU", 40,
+        Part("mfu-1.6b", "1.6B FSDP bf16, eager", 35, mfu + b16 + ["--no-compile"], summarize_mfu),
+        Part("mfu-1.6b-compile", "1.6B FSDP bf16, compiled", 60, mfu + b16 + ["--compile"], summarize_mfu),
+        Part("fit-1.6b", "nca fit 1.6B FSDP, act. ckpt, compile auto", 60, fit_mfu_command(logs / "fit_runs"),
+             summarize_fit),
+        Part("sampler-1.6b", "sampler, 1.6B, n = 64, dynamic/compiled", 90,
+             [py, "benchmarks/sampler.py", "--config", "1.6b", "--device", "cuda", "--n", "64", "--repeats", "2",
+              "--baseline-n", "1", "--decodings", "dynamic,compiled"], summarize_sampler),
+        Part("mfu-400m", "400M FSDP bf16, eager", 25, mfu + m400 + ["--no-compile"], summarize_mfu),
+        Part("mfu-400m-compile", "400M FSDP bf16, compiled", 45, mfu + m400 + ["--compile"], summarize_mfu),
+        Part("replicate-smoke", "nca replicate smoke.yaml --device gpu", 120,
+             [py, "benchmarks/gpu_check.py", "smoke", "--out", str(logs / "smoke_study")], summarize_smoke),
+        Part("nca-gpu", "NCA tokens generated on the GPU", 20,
              [py, "benchmarks/nca_throughput.py", "--device", "cuda", "--workers", "0", "--batch", "1024",
               "--tokens", "20e6"], summarize_nca),
-        Part("sampler-1.6b", "sampler, 1.6B, n = 64", 60,
-             [py, "benchmarks/sampler.py", "--config", "1.6b", "--device", "cuda", "--n", "64"], summarize_sampler,
-             needs=ROOT / "benchmarks" / "sampler.py"),
     ]
 
 
@@ -189,6 +222,19 @@ def fit_command(runs: Path, name: str, *extra: str) -> list[str]:
             "--trainer.logger.init_args.save_dir", str(runs), "--trainer.logger.init_args.name", name, *extra]
 
 
+def fit_mfu_command(runs: Path, steps: int = 40) -> list[str]:
+    """``nca fit`` of the paper's 1.6B model as a user runs it (FSDP config, compile auto), no checkpoints."""
+    return [sys.executable, "-m", "nca", "fit", "--config", "configs/stage1.yaml",
+            "--config", "configs/model/1.6b.yaml", "--config", "configs/strategy/fsdp.yaml",
+            "--trainer.devices", "1", "--trainer.precision", "bf16-mixed", "--trainer.max_steps", str(steps),
+            "--trainer.log_every_n_steps", "5", "--trainer.num_sanity_val_steps", "0",
+            "--trainer.limit_val_batches", "0",  # progress bar on: in a log file it is the plain progress line
+            "--checkpoint.save_last", "false", "--checkpoint.save_top_k", "0",
+            "--checkpoint.every_n_train_steps", str(10 * steps), "--data.init_args.seq_len", "1024",
+            "--data.init_args.batch_size", "8", "--data.init_args.device", "cuda",
+            "--trainer.logger.init_args.save_dir", str(runs), "--trainer.logger.init_args.name", "fit_mfu"]
+
+
 def compare_losses(reference: dict[int, float], resumed: dict[int, float], tolerance: float = LOSS_TOLERANCE):
     """(passed, message): the resumed run's losses against the uninterrupted run's at the same steps."""
     common = sorted(set(reference) & set(resumed))
@@ -233,6 +279,51 @@ def resume(runs: Path) -> int:
     return 0 if passed else 1
 
 
+# --------------------------------------------------------------------------------------- replicate-smoke
+WORDS = ("the of and to in is was for on that with as by at from his her an which or had are this be not it were "
+         "have their one all also after first new two been its but who they has more other into time would years "
+         "when some there these only such out about most may over then them up three can could during while where "
+         "made many city people part later so between under since state world small group high school found "
+         "work").split()
+
+
+def write_words(path: Path, documents: int, seed: int) -> str:
+    """A small corpus of seeded word salad ({"text": ...} lines): the smoke needs text, not meaning."""
+    import random
+
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for i in range(documents):
+            words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 80)))
+            f.write(json.dumps({"text": f"doc {i}: {words}."}) + "\n")
+    return str(path)
+
+
+def smoke(out: Path, jobs: int = 4, device: str = "gpu") -> int:
+    """The replication smoke preset on the GPU (bf16, runs sharing it) on two generated corpora; checks the report."""
+    if out.exists():
+        print(f"SMOKE: refused, {out} exists (pick another --out)")
+        return 2
+    out.mkdir(parents=True)
+    owt, c4 = write_words(out / "owt.jsonl", 400, seed=1), write_words(out / "c4.jsonl", 400, seed=2)
+    command = [sys.executable, "-m", "nca", "replicate", "--config", "configs/replicate/smoke.yaml", "--device", device,
+               "--out", str(out / "study"), "--jobs", str(jobs), "--data.owt", owt, "--data.c4", c4,
+               "--data.c4_val", "null"]
+    print(f"$ {' '.join(command)}", flush=True)
+    start = time.monotonic()
+    rc = subprocess.call(command, cwd=ROOT, env=subprocess_env())
+    report = out / "study" / "report.json"
+    if rc != 0 or not report.is_file():
+        print(f"SMOKE: failed (rc {rc}{'' if report.is_file() else ', no report.json'})")
+        return 1
+    ppl = json.loads(report.read_text())["domains"]["owt"]["final_ppl"]
+    finite = all(math.isfinite(arm["mean"]) for arm in ppl.values())
+    means = ", ".join(f"{name} {arm['mean']:.1f}" for name, arm in sorted(ppl.items()))
+    print(f"SMOKE: {'report ok' if finite else 'NON-FINITE perplexity'} in {time.monotonic() - start:.0f}s; "
+          f"final ppl {means}")
+    return 0 if finite else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="mode")
@@ -241,9 +332,15 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for all parts together")
     r = sub.add_parser("resume", help="the fsdp-resume part alone")
     r.add_argument("--runs", type=Path, required=True, help="a new directory for the three runs' logs/checkpoints")
+    m = sub.add_parser("smoke", help="the replicate-smoke part alone")
+    m.add_argument("--out", type=Path, required=True, help="a new directory for the corpora and the study")
+    m.add_argument("--jobs", type=int, default=4, help="runs at once on the GPU")
+    m.add_argument("--device", default="gpu", choices=["gpu", "cpu"], help="cpu: the same smoke without a GPU")
     given = sys.argv[1:] if argv is None else list(argv)
-    args = p.parse_args(given if given[:1] in (["check"], ["resume"]) else ["check", *given])
-    return resume(args.runs) if args.mode == "resume" else check(args.out, args.budget)
+    args = p.parse_args(given if given[:1] in (["check"], ["resume"], ["smoke"]) else ["check", *given])
+    if args.mode == "resume":
+        return resume(args.runs)
+    return smoke(args.out, args.jobs, args.device) if args.mode == "smoke" else check(args.out, args.budget)
 
 
 if __name__ == "__main__":

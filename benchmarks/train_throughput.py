@@ -2,8 +2,9 @@
 
     # CPU: Lightning path vs bare loop, same model / batch / optimiser / clipping, interleaved repeats
     python benchmarks/train_throughput.py cpu --threads 2
-    # GPU: tokens/s and MFU of the paper's 1.6B model, FSDP + bf16-mixed (+ activation checkpointing)
-    python benchmarks/train_throughput.py fsdp-mfu --model configs/model/1.6b.yaml --batch-size 8
+    # GPU: tokens/s and MFU of the paper's 1.6B model, FSDP + bf16-mixed (+ activation checkpointing),
+    # torch.compile of the blocks as in `nca fit` (model.compile auto: on) or off with --no-compile
+    python benchmarks/train_throughput.py fsdp-mfu --model configs/model/1.6b.yaml --batch-size 8 [--no-compile]
 
 Both paths train on the same pre-made random token batches (no data loading cost), so the difference is the
 framework: Lightning's loops, hooks and logging plus what CausalLM adds (grad-norm and token counting).
@@ -75,9 +76,11 @@ def tokens_per_s(times: list[float], warmup: int, tokens_per_step: int) -> float
     return tokens_per_step / statistics.median(steps)
 
 
-def run_lightning(args, cfg: dict, batches, vocab: int, **trainer_kw) -> tuple[float, CausalLM]:
+def run_lightning(args, cfg: dict, batches, vocab: int, compile: bool | str = False,
+                  **trainer_kw) -> tuple[float, CausalLM]:
     L.seed_everything(0, verbose=False)
-    module = CausalLM(config=cfg, vocab_size=vocab, lr=args.lr, min_lr=args.lr / 10, warmup_steps=args.warmup)
+    module = CausalLM(config=cfg, vocab_size=vocab, lr=args.lr, min_lr=args.lr / 10, warmup_steps=args.warmup,
+                      compile=compile)
     timer = StepTimes()
     trainer = L.Trainer(
         max_steps=len(batches), logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -118,21 +121,24 @@ def cpu(args) -> None:
     batches = make_batches(args.steps, args.batch_size, args.seq_len, args.vocab, "cpu")
     lightning, bare = [], []
     for r in range(args.repeats):  # interleaved, so drifting load on a shared machine hits both alike
-        lightning.append(run_lightning(args, cfg, batches, args.vocab, accelerator="cpu", devices=1,
-                                       precision="32-true")[0])
+        lightning.append(run_lightning(args, cfg, batches, args.vocab, compile=args.compile, accelerator="cpu",
+                                       devices=1, precision="32-true")[0])
         bare.append(run_bare(args, cfg, batches, args.vocab))
         print(f"repeat {r}: lightning {lightning[-1]:,.0f} tok/s, bare {bare[-1]:,.0f} tok/s", flush=True)
     lm, bm = statistics.median(lightning), statistics.median(bare)
     print(f"model {cfg} vocab {args.vocab}, batch {args.batch_size} x {args.seq_len}, {args.steps} steps "
-          f"({args.warmup} warm-up), {args.threads} threads, torch {torch.__version__}, {platform.processor()}")
+          f"({args.warmup} warm-up), {args.threads} threads, torch {torch.__version__}, {platform.processor()}, "
+          f"Lightning path compiled: {args.compile}")
     print(f"median tokens/s: lightning {lm:,.0f}  bare {bm:,.0f}  lightning/bare {lm / bm:.3f}")
 
 
 def fsdp_mfu(args) -> None:
-    """One GPU (or all visible ones) with FSDP + bf16-mixed: tokens/s and MFU from the module's measured FLOPs."""
-    from lightning.fabric.utilities.throughput import get_available_flops
+    """One GPU (or all visible ones) with FSDP + bf16-mixed: tokens/s and MFU from the module's measured FLOPs
+    (forward + backward; activation recompute excluded) over the dense bf16 peak (``nca.lit_modules.mfu``)."""
     from lightning.pytorch.strategies import FSDPStrategy
     from litgpt.model import Block
+
+    from nca.lit_modules.mfu import mfu, peak_flops
 
     if not torch.cuda.is_available():
         raise SystemExit("fsdp-mfu needs a CUDA GPU; use the `cpu` mode here.")
@@ -140,16 +146,22 @@ def fsdp_mfu(args) -> None:
     batches = make_batches(args.steps, args.batch_size, cfg["block_size"], args.vocab, "cpu")
     strategy = FSDPStrategy(auto_wrap_policy={Block}, sharding_strategy="FULL_SHARD", state_dict_type="sharded",
                             activation_checkpointing_policy={Block} if args.activation_checkpointing else None)
-    tps, module = run_lightning(args, cfg, batches, args.vocab, accelerator="gpu", devices=args.devices,
-                                strategy=strategy, precision="bf16-mixed")
+    compile = "auto" if args.compile is None else args.compile
+    start = time.perf_counter()
+    tps, module = run_lightning(args, cfg, batches, args.vocab, compile=compile, accelerator="gpu",
+                                devices=args.devices, strategy=strategy, precision="bf16-mixed")
+    wall = time.perf_counter() - start
     world = torch.cuda.device_count() if args.devices == -1 else args.devices
-    steps_per_s = tps / batches[0]["input_ids"].numel()  # per device
-    available = get_available_flops(torch.device("cuda"), torch.bfloat16)
-    mfu = module.flops_per_batch * steps_per_s / available if available else float("nan")
+    per_token = module.flops_per_batch / batches[0]["input_ids"].numel()
+    available = peak_flops(torch.device("cuda"), torch.bfloat16)
+    rate = mfu(tps, per_token, available) if available else float("nan")
+    compiled = module.model.transformer.h[0]._compiled_call_impl is not None
     print(f"{args.model}: {torch.cuda.get_device_name()} x {world}, batch {args.batch_size} x {cfg['block_size']} "
-          f"per device, activation checkpointing {args.activation_checkpointing}")
-    print(f"tokens/s per device {tps:,.0f}, total {tps * world:,.0f}; model FLOPs/batch {module.flops_per_batch:.3e}; "
-          f"MFU {mfu:.1%} (peak {available:.3e} FLOP/s)")
+          f"per device, activation checkpointing {args.activation_checkpointing}, compile {compiled}, "
+          f"torch {torch.__version__}, fit wall {wall:.0f}s (compile included), "
+          f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    print(f"tokens/s per device {tps:,.0f}, total {tps * world:,.0f}; model FLOPs/token {per_token:.3e} "
+          f"(forward + backward, recompute excluded); MFU {rate:.1%} (peak {available or float('nan'):.3e} FLOP/s)")
 
 
 def main() -> None:
@@ -167,6 +179,7 @@ def main() -> None:
     c.add_argument("--repeats", type=int, default=3)
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--lr", type=float, default=1e-3)
+    c.add_argument("--compile", action="store_true", help="torch.compile the Lightning path's blocks (inductor)")
     g = sub.add_parser("fsdp-mfu", help="MFU of a model config under FSDP bf16 on GPU")
     g.add_argument("--model", default="configs/model/1.6b.yaml")
     g.add_argument("--batch-size", type=int, default=8)
@@ -175,6 +188,8 @@ def main() -> None:
     g.add_argument("--warmup", type=int, default=10)
     g.add_argument("--devices", type=int, default=1)
     g.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the blocks (default: model.compile auto, i.e. on on a GPU)")
     g.add_argument("--lr", type=float, default=1e-4)
     args = p.parse_args()
     cpu(args) if args.mode == "cpu" else fsdp_mfu(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,10 +68,21 @@ def test_summaries_read_the_benchmarks_own_lines():
     nca = "streamed 20,971,520 tokens in 1.9s: 11,037,642 tokens/s (0 workers, batch 1024, band ..., device cuda)"
     assert gpu_check.summarize_nca(nca) == "11,037,642 tokens/s"
     sampler = ("method                                 samples  new tok/s  speed-up\n"
-               "nca.lit_modules.sampling.sample                 64      25000     40.0x\n"
-               "litgpt generate (one sample at a time)       4        625      1.0x\n")
-    assert gpu_check.summarize_sampler(sampler) == ("nca.lit_modules.sampling.sample: 25000 new tok/s; "
-                                                    "litgpt generate (one sample at a time): 625 new tok/s")
+               "sample, dynamic                              64    25000.4     40.0x\n"
+               "sample, compiled                             64    61234.0     98.0x\n"
+               "litgpt generate, one call per sample          1      625.0      1.0x\n"
+               "samples of compiled equal to dynamic's: 64/64\n")
+    assert gpu_check.summarize_sampler(sampler) == ("sample, dynamic: 25000.4 new tok/s; sample, compiled: 61234.0 new "
+                                                    "tok/s; litgpt generate, one call per sample: 625.0 new tok/s")
+    fit = ("MFU = tokens/s per device x 1.043e+10 model FLOPs per token (forward + backward, activation recompute "
+           "excluded) / 9.894e+14 FLOP/s peak (NVIDIA H200, bfloat16, dense)\n"
+           "step 35/40 | loss 7.1 | lr 0.0002 | 39,000 tok/s | MFU 41.1% | ETA 0m01s\n"
+           "step 40/40 | loss 7.0 | lr 0.0002 | 40,100 tok/s | MFU 42.3% | ETA 0m00s\n")
+    assert gpu_check.summarize_fit(fit) == "step 40: 40,100 tokens/s, MFU 42.3% at 1.043e+10 FLOPs/token"
+    assert gpu_check.summarize_fit("step 5/40 | loss 9.0 | lr 1e-05 | 1,000 tok/s | ETA 1m00s") == (
+        "step 5: 1,000 tokens/s, MFU not shown")
+    smoke = "x\nSMOKE: report ok in 80s; final ppl c4 240.0\n"
+    assert gpu_check.summarize_smoke(smoke) == "report ok in 80s; final ppl c4 240.0"
     assert gpu_check.summarize_resume("x\nRESUME: equal; killed at step 30\n") == "equal; killed at step 30"
     assert gpu_check.summarize_mfu("crashed") == "no MFU line"
 
@@ -82,6 +94,31 @@ def test_compare_losses_needs_common_steps_within_tolerance():
     drifted = {s: reference[s] + (0.05 if s == 33 else 0.0) for s in range(20, 50)}
     assert not gpu_check.compare_losses(reference, drifted)[0]
     assert gpu_check.compare_losses(reference, {99: 1.0}) == (False, "no common logged steps between the runs")
+
+
+def test_caps_in_the_docstring_are_the_parts_caps_and_mfu_parts_compare_compile():
+    stated = dict(re.findall(r"^    (\S+)\s+\((\d+)\)", gpu_check.__doc__, flags=re.M))
+    parts = gpu_check.parts(Path("logs"))
+    assert {p.name: str(p.cap_s) for p in parts} == stated
+    assert int(re.search(r"add up to (\d+) s", gpu_check.__doc__).group(1)) == sum(p.cap_s for p in parts)
+    by_name = {p.name: p.command for p in parts}
+    for size in ("1.6b", "400m"):
+        assert "--no-compile" in by_name[f"mfu-{size}"] and "--compile" in by_name[f"mfu-{size}-compile"]
+    assert "compiled" in " ".join(by_name["sampler-1.6b"]) and "smoke" in by_name["replicate-smoke"]
+
+
+def test_fit_part_is_nca_fit_of_1_6b_with_fsdp_and_writes_no_checkpoint():
+    command = gpu_check.fit_mfu_command(Path("runs"))
+    assert command[1:4] == ["-m", "nca", "fit"] and "configs/model/1.6b.yaml" in command
+    assert "configs/strategy/fsdp.yaml" in command and "--model.compile" not in command  # auto: on
+    assert command[command.index("--checkpoint.save_top_k") + 1] == "0"
+    assert command[command.index("--checkpoint.save_last") + 1] == "false"
+    assert "--trainer.enable_progress_bar" not in command  # the progress line carries the MFU
+
+
+def test_smoke_refuses_an_existing_folder(tmp_path, capsys):
+    assert gpu_check.main(["smoke", "--out", str(tmp_path)]) == 2
+    assert "SMOKE: refused" in capsys.readouterr().out
 
 
 def test_fit_command_is_the_160m_fsdp_run_with_benchmarks_importable():

@@ -219,6 +219,7 @@ def test_progress_counts_every_finished_sample():
     (dict(prompts=[[1]], n=0), "n and batch_size"),
     (dict(prompts=[[1]], prompt_ids=[0, 1]), "prompt_ids"),
     (dict(prompts=[[1]], cfg=SamplingConfig(stop_strings=("x",))), "need decode"),
+    (dict(prompts=[[1]], decoding="static"), "unknown decoding 'static': choose one of dynamic, fixed, compiled"),
 ])
 def test_bad_input_fails_before_any_model_call(kwargs, message):
     model = peaky_gpt()
@@ -249,6 +250,81 @@ def test_text_tokenizer_decodes_what_it_encodes(tmp_path):
     ids = tok.encode("hello wörld")
     assert tok.decode(ids) == "hello wörld"
     assert pickle.loads(pickle.dumps(tok)).decode(ids + [tok.eot_id]) == "hello wörld<|endoftext|>"
+
+
+def stopping_config(model: GPT) -> SamplingConfig:
+    """Temperature 1 with a stop id that ends some rows early (seed 3, n 5): refills, compaction, free slots."""
+    stop = argmax_loop(model, PROMPTS[1], 30)[6]
+    return SamplingConfig(max_new_tokens=30, temperature=1.0, top_p=0.95, stop_ids=(stop,))
+
+
+def finishes(result):
+    return [[c.finish for c in per_prompt] for per_prompt in result]
+
+
+@pytest.mark.parametrize("case", ["greedy", "stops", "context", "top_k"])
+def test_fixed_shape_decoding_gives_the_same_samples_as_dynamic(case):
+    model = peaky_gpt(block_size=24 if case == "context" else 48)
+    cfg, n, batch_size = {
+        "greedy": (SamplingConfig(max_new_tokens=30, temperature=0.0), 3, 4),
+        "stops": (stopping_config(model), 5, 4),
+        "context": (SamplingConfig(max_new_tokens=10, temperature=0.8), 2, 3),  # budgets cut at the context
+        "top_k": (SamplingConfig(max_new_tokens=12, temperature=0.7, top_k=5), 3, 64),
+    }[case]
+    prompts = [p for p in PROMPTS if len(p) < model.config.block_size] + ([[5] * 21] if case == "context" else [])
+    dynamic = sample(model, prompts, n, cfg, seed=3, batch_size=batch_size)
+    fixed = sample(model, prompts, n, cfg, seed=3, batch_size=batch_size, decoding="fixed")
+    assert tokens(fixed) == tokens(dynamic) and finishes(fixed) == finishes(dynamic)
+    if case == "stops":
+        assert "stop" in {f for per_prompt in finishes(fixed) for f in per_prompt}
+    assert model.transformer.h[0].attn.kv_cache is None and model.mask_cache is None
+
+
+def test_attention_over_whole_spans_is_bit_equal_whatever_masked_positions_follow():
+    """What makes the dynamic and fixed paths agree exactly: both attend over multiples of SPAN positions."""
+    from nca.lit_modules.decoding import install_caches
+    from nca.lit_modules.sampling import SPAN
+
+    model = tiny_gpt(64, block_size=3 * SPAN)
+    x = torch.randint(0, 64, (4, 71), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        install_caches(model, 4, 3 * SPAN, torch.device("cpu"), torch.float32)
+        model(x[:, :70], torch.arange(70))
+        pos = torch.full((4, 1), 70)
+        spans = [model(x[:, 70:], pos, input_pos_maxp1=span) for span in (SPAN, 2 * SPAN, None)]
+        model.clear_kv_cache()
+    assert torch.equal(spans[0], spans[1]) and torch.equal(spans[0], spans[2])
+
+
+def test_compiled_decoding_is_one_whole_graph_with_the_same_samples(monkeypatch):
+    """torch.compile(fullgraph=True) of the fixed step (``aot_eager``: dynamo + AOTAutograd, no code generation):
+    no graph break, one graph for every step and for other weights of the same shapes, the same samples."""
+    from nca.lit_modules import decoding, sampling
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    monkeypatch.setattr(decoding, "_COMPILED", {})
+    monkeypatch.setattr(sampling, "compiled_step", lambda device: decoding.compiled_step(device, "aot_eager"))
+    model = peaky_gpt()
+    cfg = stopping_config(model)
+    try:
+        compiled = sample(model, PROMPTS, 5, cfg, seed=3, batch_size=4, decoding="compiled")
+        assert tokens(compiled) == tokens(sample(model, PROMPTS, 5, cfg, seed=3, batch_size=4))
+        other = peaky_gpt(seed=1)
+        again = sample(other, PROMPTS, 5, cfg, seed=3, batch_size=4, decoding="compiled")
+        assert tokens(again) == tokens(sample(other, PROMPTS, 5, cfg, seed=3, batch_size=4))
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    finally:
+        torch._dynamo.reset()
+
+
+@pytest.mark.cuda
+def test_cuda_compiled_decoding_with_cuda_graphs_matches_dynamic():
+    model = peaky_gpt().cuda()
+    cfg = stopping_config(model)
+    dynamic = sample(model, PROMPTS, 5, cfg, seed=3, batch_size=4)
+    for _ in range(2):  # the second call replays the captured graphs
+        assert tokens(sample(model, PROMPTS, 5, cfg, seed=3, batch_size=4, decoding="compiled")) == tokens(dynamic)
 
 
 @pytest.mark.cuda

@@ -27,6 +27,9 @@ from nca.lit_modules.checkpoint import plain
 from nca.lit_modules.model import (  # noqa: F401 (ModelConfig, init_std, measure_model_flops: the model's API here too)
     ModelConfig,
     build_config,
+    check_compile,
+    compile_blocks_,
+    compile_mode,
     init_std,
     init_weights_,
     is_norm,
@@ -79,6 +82,11 @@ class CausalLM(L.LightningModule):
         weight_decay: decoupled weight decay; never applied to norm weights.
         init_from: weights of an earlier stage, loaded at the start of a fresh (non-resumed) fit.
         reinit_embeddings: re-create the embedding and head when loading ``init_from`` (vocabulary changes).
+        compile: torch.compile each transformer block: ``auto`` (on when training on a CUDA GPU, off on CPU),
+            true, false, or a torch.compile mode (default, max-autotune, max-autotune-no-cudagraphs,
+            reduce-overhead). Checkpoint keys are the same either way.
+        compile_backend: the torch.compile backend (``inductor``; ``aot_eager`` traces without generating code,
+            to tell a compiler problem from a model one).
     """
 
     def __init__(
@@ -95,6 +103,8 @@ class CausalLM(L.LightningModule):
         weight_decay: float = 0.0,
         init_from: Optional[str] = None,
         reinit_embeddings: bool = True,
+        compile: bool | str = "auto",
+        compile_backend: str = "inductor",
     ) -> None:
         super().__init__()
         if warmup_steps is not None and warmup_fraction is not None:
@@ -105,6 +115,7 @@ class CausalLM(L.LightningModule):
             raise ValueError(f"`min_lr` must lie in [0, lr={lr}], got {min_lr}.")
         if isinstance(optimizer, dict) and "class_path" not in optimizer or not isinstance(optimizer, (str, dict)):
             raise ValueError(f"Unknown optimizer {optimizer!r}: {OPTIMIZER_HELP}.")
+        check_compile(compile)
         self.save_hyperparameters()
         # Built here (cheap, no tensors) so that a too-small vocabulary fails before any training starts.
         self.model_config = build_config(config, vocab_size)
@@ -126,7 +137,8 @@ class CausalLM(L.LightningModule):
     # ----------------------------------------------------------------------------------------------- model
     def configure_model(self) -> None:
         """Create the GPT once (Lightning may call this again). Under FSDP on the meta device: FSDP then
-        materialises each module with the ``reset_parameters`` installed by ``init_weights_``."""
+        materialises each module with the ``reset_parameters`` installed by ``init_weights_``. Blocks are compiled
+        here, in place and before any wrapping, so FSDP and activation checkpointing wrap compiled blocks."""
         if self.model is not None:
             return
         fsdp = self._trainer is not None and isinstance(self.trainer.strategy, FSDPStrategy)
@@ -137,6 +149,12 @@ class CausalLM(L.LightningModule):
         if not fsdp:
             reset_parameters(model)
         assert model.lm_head.weight is not model.transformer.wte.weight, "head must stay untied"
+        device = self.trainer.strategy.root_device if self._trainer is not None else self.device
+        mode = compile_mode(self.hparams.compile, device)
+        if mode is not None:
+            compile_blocks_(model, mode, self.hparams.compile_backend)
+            rank_zero_info(f"torch.compile: each of the {cfg.n_layer} blocks (mode {mode}, "
+                           f"backend {self.hparams.compile_backend})")
         self.model = model
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -109,3 +109,7 @@ class ThroughputHooks(ThroughputMonitor):
     def meter(self, stage: Any) -> Any:
         """The ``Throughput`` meter of a stage (``trainer.state.stage``)."""
         return self._throughputs[stage]
+
+    def meters(self) -> list[Any]:
+        """Every stage's ``Throughput`` meter."""
+        return list(self._throughputs.values())

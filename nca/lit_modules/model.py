@@ -102,8 +102,46 @@ def init_weights_(model: GPT) -> None:
             mod.reset_parameters = partial(normal_, mod, std=init_std(f"{name}.weight", model.config))
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_HELP = (f"model.compile takes auto (on when training on a CUDA GPU), true, false or a torch.compile mode "
+                f"({', '.join(COMPILE_MODES)})")
+
+
+def check_compile(setting: bool | str) -> None:
+    if not isinstance(setting, bool) and setting not in ("auto", *COMPILE_MODES):
+        raise ValueError(f"Unknown model.compile {setting!r}: {COMPILE_HELP}.")
+
+
+def compile_mode(setting: bool | str, device: torch.device) -> Optional[str]:
+    """The torch.compile mode that ``setting`` means on ``device``, or None for eager. ``auto`` compiles on CUDA
+    GPUs that Triton supports (compute capability 7.0 or newer); on CPU a fresh inductor compile costs more
+    (tens of seconds of C++ builds) than short CPU runs gain."""
+    check_compile(setting)
+    if setting == "auto":
+        on = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (7, 0)
+        return "default" if on else None
+    if isinstance(setting, bool):
+        return "default" if setting else None
+    return setting
+
+
+def compile_blocks_(model: GPT, mode: str = "default", backend: str = "inductor") -> None:
+    """torch.compile every transformer block in place (``nn.Module.compile``), as torchtitan does.
+
+    In place, so parameter names and state-dict keys stay the plain GPT's (no ``_orig_mod.``): checkpoints,
+    ``init_from``, the re-init/freeze callbacks and resume see the same model. Per block, so FSDP can still wrap
+    and activation-checkpoint each block around its compiled code, and the identical blocks share one graph
+    (one compile, not ``n_layer``). Embedding, final norm, head and loss stay eager.
+    """
+    options = {"mode": None if mode == "default" else mode} if backend == "inductor" else {}
+    for block in model.transformer.h:
+        block.compile(backend=backend, **options)
+
+
 def measure_model_flops(config: Config, batch: int, seq_len: int, training: bool = True) -> int:
-    """FLOPs of one forward (+ backward when ``training``) of ``config`` at [batch, seq_len], counted on meta."""
+    """FLOPs of one forward (+ backward when ``training``) of ``config`` at [batch, seq_len], counted on meta by
+    torch's FLOP counter: matrix products and attention as the model defines them, so an activation-checkpointing
+    recompute is not counted (MFU, not hardware FLOPs utilisation)."""
     with torch.device("meta"):
         model = GPT(config)
         x = torch.randint(0, 1, (batch, seq_len))

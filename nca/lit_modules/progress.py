@@ -12,11 +12,14 @@ import sys
 import time
 from typing import Any, Optional
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelSummary, RichModelSummary, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 
 from nca.lit_modules import framework
+
+from nca.lit_modules.mfu import compute_dtype, flops_per_token, mfu, run_peak
 
 LOSS_KEY = "train/loss"
 
@@ -70,23 +73,34 @@ def format_duration(seconds: float) -> str:
 
 class ProgressLine(Callback):
     """One plain line every ``every_n_steps`` optimizer steps (rank 0, flushed): step, loss, lr, tokens/s over
-    the last interval (all ranks) and the time left. For logs that are files, where a tqdm bar shows nothing
-    until the run ends."""
+    the last interval (all ranks), MFU where the device's peak is known (CUDA; ``nca.lit_modules.mfu``) and the
+    time left. For logs that are files, where a tqdm bar shows nothing until the run ends.
 
-    def __init__(self, every_n_steps: Optional[int] = None, stream: Any = None) -> None:
+    ``peak_flops`` (FLOP/s of one device) overrides the looked-up peak, for a device no table knows.
+    """
+
+    def __init__(self, every_n_steps: Optional[int] = None, stream: Any = None,
+                 peak_flops: Optional[float] = None) -> None:
         self.every_n_steps = every_n_steps
         self.stream = stream
+        self.peak_flops = peak_flops
         self._mark: Optional[tuple[float, int, int]] = None  # (time, step, tokens) at the last line
         self._tokens = 0
+        self._peak: Optional[float] = None
+        self._flops_per_token: Optional[float] = None
+        self._stated = False
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._tokens = 0
         self._mark = (time.perf_counter(), trainer.global_step, 0)
+        self._peak = self.peak_flops if self.peak_flops is not None else run_peak(trainer)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if isinstance(batch, dict) and "input_ids" in batch:
             self._tokens += batch["input_ids"].numel() * trainer.world_size
+        if self._peak:
+            self._flops_per_token = flops_per_token(pl_module, batch) or self._flops_per_token
         every = self.every_n_steps or max(1, trainer.log_every_n_steps)
         step = trainer.global_step
         if self._mark is None or step == self._mark[1] or step % every:
@@ -107,12 +121,28 @@ class ProgressLine(Callback):
         lr = _lr(trainer)
         if lr is not None:
             parts.append(f"lr {lr:.3g}")
-        parts.append(f"{(self._tokens - tokens0) / elapsed:,.0f} tok/s")
+        tokens_per_s = (self._tokens - tokens0) / elapsed
+        parts.append(f"{tokens_per_s:,.0f} tok/s")
+        if self._peak and self._flops_per_token:
+            self._state_mfu(trainer)
+            parts.append(f"MFU {mfu(tokens_per_s / trainer.world_size, self._flops_per_token, self._peak):.1%}")
         total = _max_steps(trainer)
         if total:
             parts.append(f"ETA {format_duration((total - step) * elapsed / max(1, step - step0))}")
         print(" | ".join(parts), file=self.stream or sys.stdout, flush=True)
         self._mark = (now, step, self._tokens)
+
+    def _state_mfu(self, trainer: Trainer) -> None:
+        """Once: what the MFU column divides (FLOPs per token and the peak it is measured against)."""
+        if self._stated:
+            return
+        self._stated = True
+        device = trainer.strategy.root_device
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        dtype = str(compute_dtype(trainer)).removeprefix("torch.")
+        print(f"MFU = tokens/s per device x {self._flops_per_token:.4g} model FLOPs per token (forward + backward, "
+              f"activation recompute excluded) / {self._peak:.4g} FLOP/s peak ({name}, {dtype}, dense)",
+              file=self.stream or sys.stdout, flush=True)
 
 
 class QuietModelSummary(ModelSummary):

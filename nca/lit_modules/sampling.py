@@ -4,6 +4,10 @@ How the work is shared: each prompt is run through the model once (its n samples
 samples then decode together in one batch of ``batch_size`` rows with their own positions (litgpt's KV cache
 with a per-row ``input_pos``), and a row that finishes (stop id, stop string, ``max_new_tokens`` or the end
 of the context) hands its slot to the next pending sample at once, or the batch shrinks when none is left.
+``decoding="fixed"`` keeps every slot in the batch and attends over the whole preallocated cache, so each step
+has the same shapes; ``"compiled"`` runs that step under torch.compile, with CUDA graphs on a GPU
+(``nca.lit_modules.decoding``). Attention spans are multiples of ``SPAN`` positions in every path, which makes the
+three give bit-equal samples on CPU (on a GPU within the rounding limit below, which depends on its kernels).
 
 What is random: the token of step t of sample j of prompt p is the inverse CDF of the (top-k / top-p
 filtered, tempered) next-token distribution at one uniform that is a hash of (seed, prompt id, j, t), the
@@ -23,47 +27,25 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-from litgpt.model import GPT, KVCache
+from litgpt.model import GPT
 
-from nca.automaton.rng import Domain, hash_keys, to_uniform
+from nca.lit_modules.decoding import (  # noqa: F401 (filtered_probs, inverse_cdf: the sampler's API here too)
+    SamplingConfig,
+    choose_tokens,
+    compiled_step,
+    filtered_probs,
+    fixed_step,
+    install_caches,
+    inverse_cdf,
+    step_uniforms,
+)
 
 PREFILL_LOGITS = 1 << 26  # most logits one prefill call may hold (prompts are prefilled in chunks under it)
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How to pick tokens. Filters apply as in litgpt: top-k, then temperature, then top-p.
-
-    ``max_new_tokens`` is cut where prompt + completion would pass the model's context (finish "context").
-    ``temperature`` 0 is greedy (argmax). ``top_p`` keeps the smallest set of most likely tokens whose mass
-    is >= top_p; ``top_k`` keeps the tokens whose logit is >= the k-th largest (ties at the k-th are kept).
-    A ``stop_ids`` token ends its row and is left out of ``tokens``; a ``stop_strings`` match ends it after the
-    token that completes the string (``tokens`` keeps that token, ``text`` is cut before the string).
-    """
-
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int | None = None
-    stop_ids: tuple[int, ...] = ()
-    stop_strings: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.max_new_tokens < 0:
-            problems.append(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
-        if not self.temperature >= 0:
-            problems.append(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            problems.append(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k is not None and self.top_k < 1:
-            problems.append(f"top_k must be >= 1 or None, got {self.top_k}")
-        if any(not s for s in self.stop_strings):
-            problems.append("stop_strings must not contain the empty string")
-        if problems:
-            raise ValueError("invalid SamplingConfig: " + "; ".join(problems))
-        object.__setattr__(self, "stop_ids", tuple(int(i) for i in self.stop_ids))
-        object.__setattr__(self, "stop_strings", tuple(self.stop_strings))
+DECODINGS = ("dynamic", "fixed", "compiled")
+# Cache lengths and attention spans are multiples of this (or the model's context): attention over a multiple of
+# 128 positions gives bit-equal results whatever masked positions follow (fused kernels add masked blocks as exact
+# zeros), so the dynamic and fixed-shape paths agree exactly on CPU; fewer shapes to compile, too.
+SPAN = 128
 
 
 @dataclass
@@ -73,94 +55,8 @@ class Completion:
     finish: str  # "stop" | "length" | "context"
 
 
-# --------------------------------------------------------------------------------------------- choosing
-def filtered_probs(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
-    """[rows, V] logits -> float32 probabilities after top-k, temperature and top-p (rows sum to 1)."""
-    x = logits.float()
-    if cfg.top_k is not None and cfg.top_k < x.size(-1):
-        kth = torch.topk(x, cfg.top_k, dim=-1).values[:, -1:]
-        x = x.masked_fill(x < kth, float("-inf"))
-    probs = torch.softmax(x / cfg.temperature, dim=-1)
-    if cfg.top_p < 1:
-        ordered, order = probs.sort(dim=-1, descending=True)
-        mass_before = ordered.cumsum(-1) - ordered  # a token is kept while the mass above it is < top_p
-        drop = (mass_before >= cfg.top_p).scatter(-1, order, mass_before >= cfg.top_p)
-        probs = probs.masked_fill(drop, 0.0)
-        probs = probs / probs.sum(-1, keepdim=True)
-    return probs
-
-
-def inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor, block: int = 256) -> torch.Tensor:
-    """Per row, the first index whose cumulative weight exceeds ``uniform * total`` (never a zero weight).
-
-    Two levels (sums of blocks of ``block`` ids, then a cumulative sum inside the chosen block only): a full
-    cumulative sum over 50k ids is slow on CPU and sums its rounding over the whole vocabulary.
-    """
-    rows, vocab = weights.shape
-    blocks = -(-vocab // block)
-    w = torch.nn.functional.pad(weights, (0, blocks * block - vocab)).view(rows, blocks, block)
-    sums = w.sum(-1)
-    cum = sums.cumsum(-1)
-    target = uniforms.to(cum.dtype) * cum[:, -1]
-    last = (cum < cum[:, -1:]).sum(-1, keepdim=True)  # the last block with weight: rounding cannot pass it
-    b = torch.searchsorted(cum, target.unsqueeze(-1), right=True).clamp_(max=last)
-    rest = (target.unsqueeze(-1) - (cum.gather(-1, b) - sums.gather(-1, b))).clamp_(min=0)
-    inner = w[torch.arange(rows, device=w.device), b.squeeze(-1)].cumsum(-1)
-    last = (inner < inner[:, -1:]).sum(-1, keepdim=True)
-    i = torch.searchsorted(inner, rest, right=True).clamp_(max=last)
-    return (b * block + i).squeeze(-1)
-
-
-def choose_tokens(logits: torch.Tensor, cfg: SamplingConfig, uniforms: torch.Tensor) -> torch.Tensor:
-    """One token per row: argmax when greedy, else the inverse CDF (in vocabulary order) at ``uniforms``.
-
-    Vocabulary order, not probability order, keeps a tiny change of the logits a tiny move of the CDF.
-    """
-    if cfg.temperature == 0:
-        return logits.argmax(-1)
-    return inverse_cdf(filtered_probs(logits, cfg), uniforms)
-
-
-def step_uniforms(seed: int, prompt_ids: torch.Tensor, sample_ids: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-    return to_uniform(hash_keys(seed, int(Domain.SAMPLING), prompt_ids, sample_ids, steps))
-
-
-# --------------------------------------------------------------------------------------------- the cache
-class RowKVCache(KVCache):
-    """litgpt's KV cache with a position per row (``input_pos`` [rows, 1], written by one scatter instead of
-    litgpt's loop over rows), and a prefill mode: with ``slots`` set, a prompt chunk starting at position 0 is
-    written into those cache rows and attends only to itself."""
-
-    slots: torch.Tensor | None = None
-
-    def forward(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        k, v = k.to(self.k.dtype), v.to(self.v.dtype)
-        if self.slots is not None:
-            t = k.size(2)
-            self.k[self.slots, :, :t] = k
-            self.v[self.slots, :, :t] = v
-            return k, v
-        if input_pos.dim() == 1:
-            return super().forward(input_pos, k, v)
-        rows = k.size(0)
-        index = input_pos.view(rows, 1, -1, 1).expand(-1, k.size(1), -1, k.size(3))
-        k_rows, v_rows = self.k[:rows], self.v[:rows]
-        k_rows.scatter_(2, index, k)
-        v_rows.scatter_(2, index, v)
-        return k_rows, v_rows
-
-
-def _install_caches(model: GPT, rows: int, length: int, device: torch.device, dtype: torch.dtype) -> list[RowKVCache]:
-    if any(block.attn.apply_sliding_window_attention for block in model.transformer.h):
-        raise ValueError("nca.lit_modules.sampling does not handle sliding-window attention models")
-    model.set_kv_cache(1, length, device=device, dtype=dtype)  # litgpt's mask cache for `length` positions
-    caches = []
-    for block in model.transformer.h:
-        shape = block.attn.build_kv_cache(rows, length, model.rope_cache_length(), torch.device("meta"))
-        cache = RowKVCache(tuple(shape.k.shape), tuple(shape.v.shape), device=device, dtype=dtype)
-        block.attn.kv_cache = cache
-        caches.append(cache)
-    return caches
+def _round(length: int) -> int:
+    return -(-length // SPAN) * SPAN
 
 
 # --------------------------------------------------------------------------------------------- rows
@@ -194,7 +90,8 @@ class _Decoder:
                 else:  # nothing to generate: no model call
                     self._finish(_Row(i, j, len(prompts[i]), 0, [], "length" if cfg.max_new_tokens == 0 else "context"))
         self.slots = max(1, min(batch_size, len(self.queue)))
-        self.length = max([len(prompts[i]) + self.budgets[i] - 1 for i, _ in self.queue] or [1])
+        longest = max([len(prompts[i]) + self.budgets[i] - 1 for i, _ in self.queue] or [1])
+        self.length = min(block, _round(longest))
         self.stop_window = max([len(s.encode()) for s in cfg.stop_strings] or [0]) + 4
         self.rows: list[_Row] = []  # live rows; row r sits in cache slot r
         self.stored: dict[int, tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]] = {}
@@ -269,15 +166,22 @@ class _Decoder:
             cache.k[index, :, :length] = k
             cache.v[index, :, :length] = v
 
+    def _free(self) -> list[int]:
+        """Cache slots without a live row (here: after the live rows, which sit in slots 0..m-1)."""
+        return list(range(len(self.rows), self.slots))
+
+    def _live(self) -> list[_Row]:
+        return self.rows
+
     def _fill(self) -> None:
         """Give free slots to pending samples until the batch is full or nothing is pending."""
-        while self.queue and len(self.rows) < self.slots:
-            base = len(self.rows)
-            groups = self._take(self.slots - base)
-            slot_of, slot = {}, base
+        while self.queue and self._free():
+            free = self._free()
+            groups = self._take(len(free))
+            slot_of, taken = {}, 0
             for i, samples in groups:
-                slot_of[i] = list(range(slot, slot + len(samples)))
-                slot += len(samples)
+                slot_of[i] = free[taken: taken + len(samples)]
+                taken += len(samples)
             logits: dict[int, torch.Tensor] = {}
             fresh = [i for i, _ in groups if i not in self.stored]
             for chunk in self._chunks(fresh):
@@ -297,8 +201,9 @@ class _Decoder:
                         self.stored[i] = (kv, logits[i])
             new = [_Row(i, j, len(self.prompts[i]), self.budgets[i], []) for i, samples in groups for j in samples]
             first = torch.stack([logits[row.prompt] for row in new])
-            tokens = choose_tokens(first, self.cfg, self._uniforms(new)).tolist()
-            self.rows.extend(new)
+            tokens = choose_tokens(first, self.cfg, self._uniforms(new).to(self.device)).tolist()
+            for row, slot in zip(new, free):
+                self._place(slot, row)
             for row, token in zip(new, tokens):
                 self._push(row, token)
             self._retire()
@@ -314,10 +219,13 @@ class _Decoder:
         return chunks
 
     # -- decoding -------------------------------------------------------------------------------
+    def _place(self, slot: int, row: _Row) -> None:
+        self.rows.append(row)  # the free slots are taken in order, so ``slot`` is len(self.rows)
+
     def _uniforms(self, rows: list[_Row]) -> torch.Tensor:
         """Hashed on the CPU (exact integer arithmetic, so the same values as on a GPU, without ~50 tiny kernels)."""
         ids = torch.tensor([[self.prompt_ids[r.prompt], r.sample, len(r.tokens)] for r in rows])
-        return step_uniforms(self.seed, ids[:, 0], ids[:, 1], ids[:, 2]).to(self.device)
+        return step_uniforms(self.seed, ids[:, 0], ids[:, 1], ids[:, 2])
 
     def _retire(self) -> None:
         """Finish the done rows; move the last live rows into their slots so live rows stay 0..m-1."""
@@ -345,39 +253,95 @@ class _Decoder:
         last = torch.tensor([[r.tokens[-1]] for r in rows], device=self.device)
         pos = [r.length + len(r.tokens) - 1 for r in rows]  # where the last token sits
         input_pos = torch.tensor(pos, device=self.device).unsqueeze(1)
-        logits = self.model(last, input_pos, input_pos_maxp1=max(pos) + 1)[:, 0, : self.vocab]
-        for row, token in zip(rows, choose_tokens(logits, self.cfg, self._uniforms(rows)).tolist()):
+        span = min(self.length, _round(max(pos) + 1))  # attention stops at the longest row (rounded)
+        logits = self.model(last, input_pos, input_pos_maxp1=span)[:, 0, : self.vocab]
+        for row, token in zip(rows, choose_tokens(logits, self.cfg, self._uniforms(rows).to(self.device)).tolist()):
             self._push(row, token)
         self._retire()
 
     def run(self) -> list[list[Completion]]:
         self._report(sum(c is not None for per_prompt in self.results for c in per_prompt))
         if self.queue:
-            self.caches = _install_caches(self.model, self.slots, self.length, self.device, self.dtype)
+            self.caches = install_caches(self.model, self.slots, self.length, self.device, self.dtype)
             try:
-                while self.queue or self.rows:
+                while self.queue or self._live():
                     self._fill()
-                    if self.rows:
+                    if self._live():
                         self._step()
             finally:
                 self.model.clear_kv_cache()
         return self.results  # type: ignore[return-value]
 
 
+class _FixedDecoder(_Decoder):
+    """The same loop with fixed shapes: ``slots`` rows decode every step (a free slot decodes a dummy token that
+    nothing reads), a row keeps its slot until it finishes (no moving of cache rows), and attention covers the
+    whole cache. One step is then one call of ``step`` on tensors of unchanging shapes (``fixed_step`` or its
+    compiled form). Same tokens as ``_Decoder`` (bit-equal on CPU): each row computes alone, over whole
+    ``SPAN`` blocks, with its own uniforms."""
+
+    def __init__(self, *args, step=fixed_step):
+        super().__init__(*args)
+        self.step = step
+        self.rows: list[_Row | None] = [None] * self.slots  # type: ignore[assignment]
+
+    def _free(self) -> list[int]:
+        return [s for s, row in enumerate(self.rows) if row is None]
+
+    def _live(self) -> list[_Row]:
+        return [row for row in self.rows if row is not None]
+
+    def _place(self, slot: int, row: _Row) -> None:
+        self.rows[slot] = row
+
+    def _retire(self) -> None:
+        done = [s for s, row in enumerate(self.rows) if row is not None and row.finish is not None]
+        for s in done:
+            self._finish(self.rows[s])
+            self.rows[s] = None
+        self._report(len(done))
+
+    def _step(self) -> None:
+        live = [(s, row) for s, row in enumerate(self.rows) if row is not None]
+        last, pos = [0] * self.slots, [0] * self.slots
+        for s, row in live:
+            last[s], pos[s] = row.tokens[-1], row.length + len(row.tokens) - 1
+        uniforms = torch.full((self.slots,), 0.5)
+        uniforms[[s for s, _ in live]] = self._uniforms([row for _, row in live])
+        tokens = self.step(self.model, torch.tensor(last, device=self.device).unsqueeze(1),
+                           torch.tensor(pos, device=self.device).unsqueeze(1), uniforms.to(self.device),
+                           self.cfg, self.vocab).tolist()
+        for s, row in live:
+            self._push(row, tokens[s])
+        self._retire()
+
+
 def sample(model: GPT, prompts: Sequence[Sequence[int]], n: int, cfg: SamplingConfig, *, seed: int = 0,
            prompt_ids: Sequence[int] | None = None, decode: Callable[[list[int]], str] | None = None,
-           batch_size: int = 64, progress: Callable[[int], None] | None = None) -> list[list[Completion]]:
+           batch_size: int = 64, progress: Callable[[int], None] | None = None,
+           decoding: str = "dynamic") -> list[list[Completion]]:
     """``n`` completions of each prompt: ``sample(...)[i][j]`` is sample j of prompt i (see the module doc).
 
     ``prompt_ids`` (default 0, 1, ...) key the randomness, so a prompt keeps its samples when the list it
     comes in changes. ``progress(k)`` is told each time k more samples have finished (a tqdm ``update``).
-    The model runs in inference mode in its own dtype and device; its KV cache is cleared afterwards.
+    ``decoding``: ``dynamic`` (the batch shrinks as rows finish and attention stops at the longest row: least
+    work, per-step shapes change), ``fixed`` (fixed shapes, eager) or ``compiled`` (fixed shapes under
+    torch.compile; the first call compiles, which takes seconds to minutes, so it pays off on long runs).
+    The model runs without autograd in its own dtype and device; its KV cache is cleared afterwards.
     """
     prompts = [list(map(int, p)) for p in prompts]
     prompt_ids = list(range(len(prompts))) if prompt_ids is None else [int(i) for i in prompt_ids]
     _check(model, prompts, n, cfg, prompt_ids, decode, batch_size)
-    with torch.inference_mode():
-        return _Decoder(model, prompts, n, cfg, int(seed), prompt_ids, decode, batch_size, progress).run()
+    if decoding not in DECODINGS:
+        raise ValueError(f"unknown decoding {decoding!r}: choose one of {', '.join(DECODINGS)}")
+    args = (model, prompts, n, cfg, int(seed), prompt_ids, decode, batch_size, progress)
+    if decoding == "dynamic":
+        with torch.inference_mode():
+            return _Decoder(*args).run()
+    device = next(model.parameters()).device
+    step = compiled_step(device) if decoding == "compiled" else fixed_step
+    with torch.no_grad():  # not inference mode: CUDA graphs and compiled graphs take plain tensors
+        return _FixedDecoder(*args, step=step).run()
 
 
 def _check(model, prompts, n, cfg, prompt_ids, decode, batch_size) -> None:

@@ -4,13 +4,15 @@ HParams tab by their final ``val/ppl`` instead of Lightning's placeholder ``hp_m
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from typing import Any, Optional
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from nca.lit_modules import framework
+from nca.lit_modules.mfu import run_peak
 
 HPARAMS_METRIC = "val/ppl"
 TRAINER_KEYS = ("max_steps", "max_epochs", "accumulate_grad_batches", "gradient_clip_val", "precision",
@@ -19,8 +21,24 @@ TRAINER_KEYS = ("max_steps", "max_epochs", "accumulate_grad_batches", "gradient_
 
 class TokenThroughput(framework.ThroughputHooks):
     """Lightning's ThroughputMonitor logging only ``{stage}/tokens_per_sec`` (all ranks together),
-    ``{stage}/flops_per_sec`` and the MFU when the device's peak is known; its counters (time, batches,
-    samples, lengths) and per-device duplicates are left out."""
+    ``{stage}/flops_per_sec`` and ``{stage}/mfu`` when the device's peak is known (``nca.lit_modules.mfu``: the
+    dense peaks of H100/H200/A100 first, then Lightning's table; ``peak_flops`` overrides both); its counters
+    (time, batches, samples, lengths) and per-device duplicates are left out."""
+
+    def __init__(self, *args: Any, peak_flops: Optional[float] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.peak_flops = peak_flops
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        peak = self.peak_flops if self.peak_flops is not None else run_peak(trainer)
+        with warnings.catch_warnings():
+            if peak is not None:  # Lightning's table has no entry for a device ours knows (an H200): no warning
+                warnings.filterwarnings("ignore", message="FLOPs not found")
+            super().setup(trainer, pl_module, stage)
+        if peak is not None:
+            self.available_flops = int(peak)
+            for throughput in self.meters():
+                throughput.available_flops = int(peak)
 
     def log_throughput(self, trainer: Trainer, iter_num: Any = None) -> None:
         if not framework.should_update_logs(trainer):
