@@ -37,6 +37,8 @@ PRIVATE = (
      "log the throughput when and as Lightning logs its own metrics (should_update_logs, log_metrics)"),
     ("lightning.pytorch.Trainer", "_accelerator_connector",
      "the cluster environment (SLURM requeue) of a strategy that does not expose it (nca.lit_modules.preemption)"),
+    ("lightning.pytorch.callbacks.throughput_monitor", "_plugin_to_compute_dtype",
+     "the dtype a run's matrix products use, for the MFU peak (nca.lit_modules.mfu)"),
     ("lightning.pytorch.Trainer", "_signal_connector",
      "a SIGTERM Lightning's own handler saw before the preemption handler was installed"),
 )
@@ -57,6 +59,13 @@ def should_update_logs(trainer: Trainer) -> bool:
 def log_metrics(trainer: Trainer, metrics: dict[str, Any], step: Optional[int]) -> None:
     """Log through the trainer's loggers as Lightning does (also fills ``trainer.logged_metrics``)."""
     trainer._logger_connector.log_metrics(metrics, step=step)
+
+
+def compute_dtype(trainer: Trainer) -> Any:
+    """The torch dtype of the run's matrix products (bf16 under ``bf16-mixed``), as Lightning's monitor reads it."""
+    from lightning.pytorch.callbacks.throughput_monitor import _plugin_to_compute_dtype
+
+    return _plugin_to_compute_dtype(trainer.precision_plugin)
 
 
 def cluster_environment(trainer: Trainer) -> Any:

@@ -53,9 +53,9 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> Optional[float]:
 
 def compute_dtype(trainer: Any) -> torch.dtype:
     """The dtype the run's matrix products use (bf16 under ``bf16-mixed``), as Lightning's monitor reads it."""
-    from lightning.pytorch.callbacks.throughput_monitor import _plugin_to_compute_dtype
+    from nca.lit_modules import framework
 
-    return _plugin_to_compute_dtype(trainer.precision_plugin)
+    return framework.compute_dtype(trainer)
 
 
 def run_peak(trainer: Any) -> Optional[float]:
