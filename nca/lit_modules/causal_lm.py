@@ -194,6 +194,9 @@ class CausalLM(L.LightningModule):
         self.eval_loss.reset()
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=False)
         self.log(f"{stage}/ppl", loss.exp(), sync_dist=False)
+        # Logged at the optimizer steps taken (Lightning's default x is one less during fit: it counts the
+        # batches stepped before the current one), so curves and speed-ups read steps as trained.
+        self.log("step", float(self.global_step), sync_dist=False)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch)
