@@ -10,7 +10,6 @@ import torch
 
 from nca.replication.config import StageBudget, Study
 from nca.replication.evaluate import scaled_windows, uniform_floor, windowed_icl
-from nca.replication.learning import learning_section, random_floor
 from nca.replication.recipe import recipe
 
 
@@ -31,25 +30,35 @@ def test_uniform_attention_floor_of_the_prefix_matching_score():
     assert 0.021 < uniform_floor(32) < 0.022  # the 0.022-0.025 of the earlier CPU study is this floor
 
 
-def test_stage1_learning_flag_names_sources_near_uniform_and_spares_random_tokens():
-    interval = lambda m: {"mean": m, "low": m - 0.1, "high": m + 0.1, "n": 8}  # noqa: E731
-    report = {
-        "nca-50plus": {"kind": "nca", "seeds": 8, "val_loss": interval(8.4), "uniform": math.log(10_002),
-                       "below_uniform": 1 - 8.4 / math.log(10_002), "frame_slope": interval(-0.01), "learned": False,
-                       "note": ""},
-        "nca-50plus-n2": {"kind": "nca", "seeds": 8, "val_loss": interval(1.0), "uniform": math.log(18),
-                          "below_uniform": 1 - 1 / math.log(18), "frame_slope": interval(-0.2), "learned": True,
-                          "note": ""},
-        "random-n2": {"kind": "random", "seeds": 8, "val_loss": interval(2.7), "uniform": math.log(18),
-                      "below_uniform": 0.07, "frame_slope": interval(0.0), "learned": False, "note": "iid tokens"},
-    }
-    text = "\n".join(learning_section(report, 0.1))
-    assert "| nca-50plus | 8 | 8.400 [8.300, 8.500] | 9.211 | 8.8% | -0.0100 [-0.1100, +0.0900] | **NO** |" in text
-    assert "**Flag: stage 1 did not learn its data for nca-50plus**" in text  # not random-n2: nothing to learn there
-    # random tokens: supervised targets of a 152-token row are positions 38..152; patches among them pay ln(n^4)
+def test_stage1_learning_report_references_flags_and_dynamics_gain(tmp_path, monkeypatch):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from nca.replication import learning
+    from nca.replication.plan import plan
+
+    study = Study(arms=["scratch", "nca", "shuffled_nca", "random_tokens", "c4"], alphabets=[2], seeds=[0, 1],
+                  stage1=StageBudget(steps=4, seq_len=152, val_every=2, warmup_steps=1))
+    study.vocab.size = 512
+    floor = learning.random_floor(152, 2)
+    final = {"nca-50plus-n2": floor * 0.8, "shuffled-50plus-n2": floor * 0.95, "random-n2": floor, "c4": 5.0}
+    runs = [r for r in plan(study, "v") if r.stage == 1]
+    for run in runs:  # made-up validation curves ending at `final` (+0.01 for seed 1)
+        with SummaryWriter(str(run.directory(tmp_path) / "version_0")) as writer:
+            writer.add_scalar("val/loss", 9.0, 2)
+            writer.add_scalar("val/loss", final[run.source] + 0.01 * run.seed, 4)
+    monkeypatch.setattr(learning, "frame_slope", lambda run, out, n: {"frame_slope": -0.1 if run.kind == "nca" else 0.0})
+    report = learning.learning_report(study, runs, tmp_path, stage2_vocab=512)
+    nca, shuffled, rand, c4 = (report[k] for k in ("nca-50plus-n2", "shuffled-50plus-n2", "random-n2", "c4"))
+    assert nca["uniform"] == pytest.approx(math.log(18)) and nca["reference"] == pytest.approx(floor)
+    assert nca["below_reference"] == pytest.approx(1 - (floor * 0.8 + 0.005) / floor) and nca["learned"]
+    assert not shuffled["learned"] and not rand["learned"]  # 5% and 0% below the layout's floor
+    assert c4["reference"] == pytest.approx(math.log(512)) and c4["learned"] and c4["frame_slope"] is None
+    assert nca["dynamics_gain"]["mean"] == pytest.approx(floor * 0.15) and nca["frame_slope"]["mean"] == -0.1
+    text = "\n".join(learning.learning_section(report, 0.1))
+    assert "**Flag: stage 1 did not learn its data for shuffled-50plus-n2**" in text  # random tokens: expected
+    # the layout floor: supervised targets of a 152-token row are positions 38..152; patches among them pay ln(n^4)
     targets = [p % 38 for p in range(38, 153)]
-    patches = sum(o not in (0, 37) for o in targets)
-    assert random_floor(152, 2) == pytest.approx(patches / len(targets) * math.log(16))
+    assert floor == pytest.approx(sum(o not in (0, 37) for o in targets) / len(targets) * math.log(16))
 
 
 def test_recipe_table_beside_the_papers_values():

@@ -117,7 +117,7 @@ class Evaluation:
         icl_documents: validation rows the ICL score averages over (its per-run standard error is over them).
         learning_sequences: validation rows of each stage-1 run scored for the stage-1 learning report.
         learned_margin: stage 1 counts as having learned its data when its validation loss is at least this
-            share below uniform (ln of the vocabulary it uses).
+            share below its reference (uniform; for the NCA format the loss of the layout alone).
     """
 
     induction: bool = True

@@ -57,7 +57,7 @@ def _scores(run: Run, out: Path, study: Study) -> dict:
     seq_len = (study.stage1 if run.stage == 1 else study.stage2).seq_len
     block_len = max(2, min(32, seq_len // 2))
     windows = scaled_windows(study.evaluation.icl_windows, seq_len)
-    settings = {"hash": run.hash, "block_len": block_len, "sequences": study.evaluation.induction_sequences,
+    settings = {"hash": run.hash, "version": 2, "block_len": block_len, "sequences": study.evaluation.induction_sequences,
                 "icl": windows, "documents": study.evaluation.icl_documents}
     path = run.directory(out) / EVAL_FILE
     if path.is_file():
@@ -67,10 +67,11 @@ def _scores(run: Run, out: Path, study: Study) -> dict:
     torch.manual_seed(0)
     loaded = load_model(run.directory(out) / "checkpoints" / "last.ckpt", "cpu", torch.float32)
     model = loaded.model
-    tokens = induction.repeated_random_tokens(induction.candidate_ids(model.config.vocab_size), block_len, 2,
-                                              study.evaluation.induction_sequences, seed=0)
+    candidates = induction.candidate_ids(model.config.vocab_size)
+    block_len = min(block_len, len(candidates))  # a small NCA alphabet has fewer ids than a block
+    tokens = induction.repeated_random_tokens(candidates, block_len, 2, study.evaluation.induction_sequences, seed=0)
     report = induction.induction_report(model, tokens, block_len)
-    scores = {"top_prefix_matching": report["top_prefix_matching"]["score"],
+    scores = {"top_prefix_matching": report["top_prefix_matching"]["score"], "block_len": block_len,
               "induction_heads": len(report["induction_heads"]), "icl": None}
     if run.stage == 2 and windows is not None:
         from nca.datamodules.shards import TokenShards
@@ -104,14 +105,14 @@ def induction_section(study: Study, runs: list[Run], out: Path) -> list[str]:
     for run in runs:
         groups.setdefault((run.rung, run.stage, run.domain or "-", run.source), []).append(scores[run.id])
     windows = {rung: scaled_windows(study.evaluation.icl_windows, s.stage2.seq_len) for rung, s in rung_studies(study)}
-    floors = ", ".join(sorted({f"{uniform_floor(max(2, min(32, s.seq_len // 2))):.4f} (blocks of "
-                               f"{max(2, min(32, s.seq_len // 2))})" for _, one in rung_studies(study)
-                               for s in (one.stage1, one.stage2)}))
+    lengths = sorted({s["block_len"] for s in scores.values() if s.get("block_len")}, reverse=True)
+    floors = ", ".join(f"{uniform_floor(n):.4f} with blocks of {n}" for n in lengths)
     shown = ", ".join(f"{r + ': ' if r else ''}loss over t in {w[1][0]}-{w[1][1]} minus {w[0][0]}-{w[0][1]}"
                       for r, w in windows.items() if w is not None)
     lines = ["## Induction heads and in-context learning", "",
              f"Top prefix-matching score (any layer/head) on {study.evaluation.induction_sequences} random blocks "
-             f"repeated twice; a head that attends uniformly scores {floors} (the uniform-attention floor: scores "
+             f"repeated twice (blocks of 32 ids, fewer where the rows or the vocabulary are shorter); a head that attends "
+             f"uniformly scores {floors} (the uniform-attention floor: scores "
              "near it mean no prefix matching; an induction head scores > 0.4). The windowed ICL score after "
              "stage 2 on the domain's "
              f"validation rows ({shown or 'rows too short'}; more negative = more in-context learning; "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nca.replication.arms import Arm, Source, arms, band_range, stage1_sources
@@ -160,7 +160,7 @@ def stage2_run(study: Study, domain: str, arm: Arm, seed: int, rung: str = "") -
         if arm.ablation:
             args += ["--config", ABLATION_FILES[arm.ablation]]
     lr, min_lr = stage2_lr(study, domain)
-    budget = StageBudget(**{**study.stage2.__dict__, "lr": lr, "min_lr": min_lr})
+    budget = replace(study.stage2, lr=lr, min_lr=min_lr)
     args += _budget_args(budget, budget.steps, seed, study, run_id)
     if after is not None:
         args += ["--model.init_from", f"{OUT}/runs/{after}/checkpoints/last.ckpt"]
