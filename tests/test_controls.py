@@ -57,7 +57,9 @@ def test_random_tokens_are_uniform_in_the_nca_layout_and_deterministic():
     assert data.vocab_size == 4**4 + 2
 
 
-def test_controls_refuse_a_pregenerated_corpus(tmp_path):
+def test_controls_refuse_a_pregenerated_corpus():
     for cls in (ShuffledNCADataModule, RandomTokensDataModule):
-        with pytest.raises((ValueError, FileNotFoundError)):
-            cls(**{**BINARY, "corpus": str(tmp_path)})
+        data = cls(**BINARY)
+        data.corpus = "corpus/"  # as if given: an NCA corpus holds the real dynamics, not the control
+        with pytest.raises(ValueError, match="on the fly: remove data.init_args.corpus"):
+            data.source("train")

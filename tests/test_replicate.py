@@ -146,6 +146,23 @@ def test_ladder_plan_prints_every_run_offline_in_seconds(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing written
 
 
+@pytest.mark.parametrize("preset", ["smoke", "cpu", "gpu", "ladder"])
+def test_shipped_presets_parse_check_and_keep_the_papers_learning_rate_ratio(preset):
+    from nca.cli.replicate import parser
+    from nca.replication.config import rung_studies, study_from_dict
+    from nca.replication.plan import stage2_lr
+
+    study = study_from_dict(parser().parse_args(["--config", str(REPO / f"configs/replicate/{preset}.yaml")]).as_dict())
+    check_study(study)
+    assert plan(study, "v") and len(study.seeds) >= (8 if preset == "cpu" else 2)
+    for _, one in rung_studies(study):
+        for domain in one.domains:
+            ratio = one.stage1.lr / stage2_lr(one, domain)[0]
+            assert ratio == pytest.approx(0.5 if domain == "code" else 0.2)  # docs/paper.md §4, §6
+        b1, b2 = one.stage1, one.stage2
+        assert b2.steps * b2.batch_size * b2.seq_len > b1.steps * b1.batch_size * b1.seq_len or preset == "smoke"
+
+
 def test_help_documents_every_option():
     from nca.cli.replicate import parser
 

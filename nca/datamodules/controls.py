@@ -88,10 +88,10 @@ class ShuffledNCADataModule(NCADataModule):
     Arguments as ``NCADataModule`` (the rows before shuffling are exactly its rows); ``corpus`` is not
     supported (the control is made on the fly)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def source(self, split: str):
         if self.corpus is not None:
             raise ValueError("the shuffled-NCA control makes its rows on the fly: remove data.init_args.corpus")
+        return super().source(split)
 
     def stream(self, split: str) -> ShuffledStream:
         return ShuffledStream(super().stream(split))
@@ -104,10 +104,10 @@ class RandomTokensDataModule(NCADataModule):
     Arguments as ``NCADataModule``; ``band``, ``train_rules``, ``val_rules`` and ``test_rules`` have no effect,
     ``corpus`` is not supported."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def source(self, split: str):
         if self.corpus is not None:
             raise ValueError("the random-tokens control makes its rows on the fly: remove data.init_args.corpus")
+        return super().source(split)
 
     def stream(self, split: str) -> RandomTokenStream:
         return RandomTokenStream(self.tokenizer, self.seq_len, self.seed, split)
