@@ -87,3 +87,36 @@ def test_ladder_picture_of_the_effect_against_model_size(tmp_path):
     plot_ladder({"nca - scratch": [(14e6, point(1.0)), (160e6, point(-0.5)), (1.8e9, point(-5.0))]}, "web text",
                 tmp_path / "ladder.png")
     assert (tmp_path / "ladder.png").stat().st_size > 1000
+
+
+def test_ladder_report_has_one_section_per_rung_and_the_effect_against_size(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from nca.analysis.report import build_report, markdown
+    from nca.replication.arms import comparisons
+    from nca.replication.config import Rung
+    from nca.replication.plan import arm_labels, plan
+    from nca.replication.results import ladder_section, stage2_curves
+
+    study = Study(arms=["scratch", "nca", "shuffled_nca"], seeds=[0, 1], device="gpu",
+                  rungs=[Rung("small", {"n_layer": 1, "n_embd": 32, "n_head": 2}),
+                         Rung("big", {"n_layer": 4, "n_embd": 64, "n_head": 2})])
+    runs = [r for r in plan(study, "v") if r.stage == 2]
+    gain = {"small": 0.0, "big": 0.05}  # NCA helps only on the big rung: log-perplexity lower by 0.05
+    for run in runs:
+        bonus = {"scratch": 0.0, "nca-50plus": gain[run.rung], "shuffled-50plus": 0.0}[run.source]
+        with SummaryWriter(str(run.directory(tmp_path) / "version_0")) as writer:
+            for step, value in ((10, 30.0), (20, 20.0)):
+                writer.add_scalar("val/ppl", value * math.exp(-bonus + 0.01 * run.seed), step)
+    labels = arm_labels(study)
+    curves = stage2_curves(runs, tmp_path, labels)
+    assert set(curves) == {"small/owt", "big/owt"}
+    report = build_report(curves, comparisons(labels))
+    big = {(d["method"], d["baseline"]): d for d in report["domains"]["big/owt"]["differences"]}
+    assert big[("nca-50plus", "shuffled-50plus")]["relative_percent"]["mean"] == pytest.approx(100 * math.expm1(-0.05), rel=1e-4)
+    lines = ladder_section(study, report, tmp_path, vocab_size=512)
+    assert (tmp_path / "ladder-owt.png").stat().st_size > 0
+    rows = [line for line in lines if line.startswith("| small |") or line.startswith("| big |")]
+    assert len(rows) == 2 * 3  # per rung: nca and shuffled against scratch, nca against shuffled
+    assert any(r.startswith("| big |") and "nca-50plus - shuffled-50plus | -4.88%" in r for r in rows)
+    assert "## big: web text (big/owt)" in markdown(report)

@@ -59,7 +59,8 @@ def ladder_section(study: Study, report: dict, out: Path, vocab_size: int) -> li
                     series.setdefault(name, []).append((sizes[rung], d["relative_percent"]))
                     r = d["relative_percent"]
                     shown = f"{r['mean']:+.2f}%" + ("" if r["low"] is None else f" [{r['low']:+.2f}, {r['high']:+.2f}]")
-                    rows.append(f"| {rung} | {human(sizes[rung])} | {name} | {shown} | {d['verdict'].split(': ', 1)[-1]} |")
+                    said = d["verdict"].split(f" on {key_name(curve_key(rung, domain))}: ", 1)[-1]
+                    rows.append(f"| {rung} | {human(sizes[rung])} | {name} | {shown} | {said} |")
         if not series:
             continue
         picture = f"ladder-{domain}.png"
