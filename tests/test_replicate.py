@@ -37,7 +37,8 @@ def write_corpus(path: Path, documents: int, seed: int) -> Path:
 
 def small_study(**changes) -> Study:
     study = Study(arms=["scratch", "nca", "dyck", "c4", "nca_reinit_attention"], bands=["50plus", "30-40"], seeds=[0, 1],
-                  stage1=StageBudget(steps=4, val_every=2), stage2=StageBudget(steps=6, val_every=2))
+                  stage1=StageBudget(steps=4, val_every=2, warmup_steps=1),
+                  stage2=StageBudget(steps=6, val_every=2, warmup_steps=1))
     for key, value in changes.items():
         setattr(study, key, value)
     return study
@@ -66,11 +67,117 @@ def test_plan_pairs_arms_by_seed_and_composes_repo_configs():
     assert command[1:4] == ["-m", "nca", "fit"] and not any(OUT in a for a in command)
 
 
+def test_control_arms_and_alphabets_compose_their_stage1_configs():
+    study = small_study(arms=["scratch", "nca", "shuffled_nca", "random_tokens"], bands=["50plus"], alphabets=[10, 2])
+    assert arm_labels(study) == ["scratch", "nca-50plus", "nca-50plus-n2", "shuffled-50plus", "shuffled-50plus-n2",
+                                 "random", "random-n2"]
+    runs = {r.id: r for r in plan(study, "v")}
+    shuffled, random_n2 = runs["s1-shuffled-50plus-n2-seed1"], runs["s1-random-n2-seed1"]
+    assert "configs/baselines/shuffled_nca.yaml" in shuffled.args and "configs/band/50plus.yaml" in shuffled.args
+    band = json.loads(shuffled.args[shuffled.args.index("--data.init_args.band") + 1])
+    assert 0.15 < band[0] < 0.22 and band[1] == 1.0  # 50%+ scaled by the noise ratio of n = 2 (0.25 / 0.67)
+    assert shuffled.args[shuffled.args.index("--data.init_args.nca.n_states") + 1] == "2"
+    assert "configs/baselines/random_tokens.yaml" in random_n2.args and "--data.init_args.band" not in random_n2.args
+    assert "--data.init_args.nca.n_states" not in runs["s1-nca-50plus-seed0"].args  # the paper's alphabet: as is
+    stage2 = runs["s2-owt-shuffled-50plus-n2-seed1"]
+    assert stage2.after == "s1-shuffled-50plus-n2-seed1" and "configs/init/from_shuffled_nca.yaml" in stage2.args
+    assert "configs/init/from_random_tokens.yaml" in runs["s2-owt-random-seed0"].args
+    from nca.replication.arms import comparisons
+
+    pairs = comparisons(arm_labels(study))
+    assert ("nca-50plus-n2", "shuffled-50plus-n2") in pairs and ("nca-50plus-n2", "random-n2") in pairs
+    assert ("nca-50plus", "shuffled-50plus") in pairs and ("shuffled-50plus", "scratch") in pairs
+
+
+def test_ladder_rungs_prefix_runs_and_replace_budget_keys():
+    from nca.replication.config import Rung
+
+    study = small_study(arms=["scratch", "nca"], bands=["50plus"], device="gpu", rungs=[
+        Rung("s", {"n_layer": 1, "n_embd": 32, "n_head": 2}, stage2={"lr": 1e-3, "batch_size": 8, "accumulate": 2}),
+        Rung("m", {"n_layer": 2, "n_embd": 64, "n_head": 2}, gpus=2, strategy="fsdp")])
+    check_study(study)
+    runs = {r.id: r for r in plan(study, "v")}
+    small, medium = runs["s-s2-owt-nca-50plus-seed0"], runs["m-s2-owt-nca-50plus-seed0"]
+    assert small.after == "s-s1-nca-50plus-seed0" and small.rung == "s" and len(runs) == 2 * (2 + 4)
+    value = lambda run, key: run.args[run.args.index(key) + 1]  # noqa: E731
+    assert value(small, "--model.lr") == "0.001" and value(small, "--trainer.accumulate_grad_batches") == "2"
+    assert value(small, "--data.init_args.batch_size") == "4" and value(medium, "--data.init_args.batch_size") == "4"
+    assert json.loads(value(medium, "--model.config"))["n_embd"] == 64 and value(medium, "--trainer.devices") == "2"
+    assert "configs/strategy/fsdp.yaml" in medium.args and "configs/strategy/fsdp.yaml" not in small.args
+    with pytest.raises(ValueError, match=r"rung s: unknown stage2 key\(s\) \['lrr'\]"):
+        check_study(small_study(rungs=[Rung("s", {"n_layer": 1, "n_embd": 32}, stage2={"lrr": 1.0})]))
+    with pytest.raises(ValueError, match="not a multiple of accumulate x gpus"):
+        check_study(small_study(stage2=StageBudget(steps=6, val_every=2, warmup_steps=1, batch_size=6, accumulate=4)))
+
+
+def test_parameter_counts_of_the_plan_match_litgpt():
+    from litgpt.model import GPT
+
+    from nca.lit_modules.model import build_config
+    from nca.replication.costs import sizes
+
+    for model, vocab in (({"n_layer": 2, "n_embd": 64, "n_head": 4, "intermediate_size": 256}, 512),
+                         ({"n_layer": 3, "n_embd": 48, "n_head": 4, "n_query_groups": 2, "head_size": 16}, 10_002)):
+        with torch.device("meta"):
+            gpt = GPT(build_config({**model, "block_size": 64}, vocab))
+        fresh = gpt.transformer.wte.weight.numel() + gpt.lm_head.weight.numel()
+        expected = sum(p.numel() for p in gpt.parameters())
+        s = sizes(model, 64, vocab)
+        assert (s.total, s.carried, s.vocab_rows) == (expected, expected - fresh, gpt.config.padded_vocab_size)
+
+
+def test_ladder_plan_prints_every_run_offline_in_seconds(tmp_path):
+    code = ("import sys, time; from nca.cli import main; t = time.time(); rc = main(sys.argv[1:]); "
+            "print('heavy', sorted(m for m in ('torch', 'lightning', 'datasets', 'tokenizers') if m in sys.modules), "
+            "round(time.time() - t, 2), rc)")
+    for name in ("configs/replicate/ladder.yaml", "replicate/ladder.yaml"):
+        proc = subprocess.run([sys.executable, "-c", code, "replicate", "--config", name, "--plan"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        lines = proc.stdout.splitlines()
+        heavy, seconds, rc = lines[-1].split(" ", 1)[1].rsplit(" ", 2)
+        assert heavy == "[]" and rc == "0" and float(seconds) < 10  # no data, tokenizer or model library loaded
+        runs = [line for line in lines if line.split()[:1] and line.split()[0].endswith(tuple(f"seed{k}" for k in range(3)))]
+        assert len(runs) == 5 * (2 * 3 + 3 * 3)  # 5 rungs x (2 stage-1 sources + 3 stage-2 arms) x 3 seeds
+        assert {r.split("-")[0] for r in runs} == {"14m", "50m", "160m", "400m", "1.6b"}
+        assert "1.6b-s2-owt-nca-50plus-seed0" in proc.stdout and "GPU-hours" in lines[-2]
+        assert "| stage-1 / stage-2 learning rate | 0.0001 / 0.0005 = 0.2 | 1e-4 / 0.0005 = 0.2 |" in proc.stdout
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("preset", ["smoke", "cpu", "gpu", "ladder"])
+def test_shipped_presets_parse_check_and_keep_the_papers_learning_rate_ratio(preset):
+    from nca.cli.replicate import parser
+    from nca.replication.config import rung_studies, study_from_dict
+    from nca.replication.plan import stage2_lr
+
+    study = study_from_dict(parser().parse_args(["--config", str(REPO / f"configs/replicate/{preset}.yaml")]).as_dict())
+    check_study(study)
+    assert plan(study, "v") and len(study.seeds) >= (8 if preset == "cpu" else 2)
+    for _, one in rung_studies(study):
+        for domain in one.domains:
+            ratio = one.stage1.lr / stage2_lr(one, domain)[0]
+            assert ratio == pytest.approx(0.5 if domain == "code" else 0.2)  # docs/paper.md §4, §6
+        b1, b2 = one.stage1, one.stage2
+        assert b2.steps * b2.batch_size * b2.seq_len > b1.steps * b1.batch_size * b1.seq_len or preset == "smoke"
+
+
+def test_help_documents_every_option():
+    from nca.cli.replicate import parser
+
+    p = parser()
+    text = p.format_help()
+    assert "Study(" not in text and "_EMPTY_HELP_" not in text
+    undocumented = [a.option_strings[0] for a in p._actions if a.option_strings and not (a.help or "").strip()]
+    assert not undocumented, undocumented
+
+
 def test_hashes_follow_the_settings_and_the_stage1_run():
     base = {r.id: r.hash for r in plan(small_study(), "v")}
     again = {r.id: r.hash for r in plan(small_study(), "v")}
     assert base == again
-    changed = {r.id: r.hash for r in plan(small_study(stage1=StageBudget(steps=5, val_every=2)), "v")}
+    changed = {r.id: r.hash for r in plan(small_study(stage1=StageBudget(steps=5, val_every=2, warmup_steps=1)), "v")}
     assert changed["s1-dyck-seed0"] != base["s1-dyck-seed0"]
     assert changed["s2-owt-dyck-seed0"] != base["s2-owt-dyck-seed0"]  # its stage-1 run changed
     assert changed["s2-owt-scratch-seed0"] == base["s2-owt-scratch-seed0"]
@@ -102,7 +209,7 @@ def test_state_resume_and_refusal(tmp_path):
     assert status(run, tmp_path) is Status.PARTIAL
     assert command_for(run, tmp_path)[-2:] == ["--ckpt_path", "last"]
     check_unchanged(runs, tmp_path)  # same settings: fine
-    changed = plan(small_study(stage1=StageBudget(steps=9, val_every=2)), "v")
+    changed = plan(small_study(stage1=StageBudget(steps=9, val_every=2, warmup_steps=1)), "v")
     with pytest.raises(ConfigChanged, match=r"(?s)--trainer.max_steps: '4' -> '9'.*Nothing was started"):
         check_unchanged(changed, tmp_path)
 
@@ -194,7 +301,7 @@ def snapshot(out: Path) -> dict[str, float]:
 def test_smoke_preset_interrupted_resumed_idempotent_and_refusing_changes(tmp_path):
     data = {"owt": write_corpus(tmp_path / "owt.jsonl", 200, seed=1), "c4": write_corpus(tmp_path / "c4.jsonl", 200, seed=2)}
     out = tmp_path / "study"
-    first = out / "runs" / "s1-nca-50plus-seed0" / DONE_FILE
+    first = out / "runs" / "s1-nca-50plus-n4-seed0" / DONE_FILE
     proc = replicate(out, data, "--jobs", "1")
     deadline = time.time() + 240
     while not first.is_file() and proc.poll() is None and time.time() < deadline:
@@ -207,28 +314,40 @@ def test_smoke_preset_interrupted_resumed_idempotent_and_refusing_changes(tmp_pa
     proc = replicate(out, data, "--jobs", "2")
     log = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, log[-3000:]
-    assert "1 already done" in log and "queue s1-nca-50plus-seed0" not in log
+    assert "1 already done" in log and "queue s1-nca-50plus-n4-seed0" not in log
     assert first.read_text() == done_before
     report = json.loads((out / "report.json").read_text())
     owt = report["domains"]["owt"]
-    assert set(owt["final_ppl"]) == {"scratch", "nca-50plus", "dyck", "c4"}
+    arms = {"scratch", "nca-50plus-n4", "shuffled-50plus-n4", "random-n4", "dyck", "c4"}
+    assert set(owt["final_ppl"]) == arms
     for arm in owt["final_ppl"].values():
         assert arm["n"] == 2 and arm["mean"] > 1 and arm["low"] < arm["mean"] < arm["high"]
         assert all(isinstance(arm[k], float) and math.isfinite(arm[k]) for k in ("mean", "low", "high"))
     pairs = {(d["method"], d["baseline"]) for d in owt["differences"]}
-    assert {("nca-50plus", "scratch"), ("nca-50plus", "c4"), ("nca-50plus", "dyck")} <= pairs
-    assert set(owt["speedup"]) == {"nca-50plus", "dyck", "c4"} and len(report["verdicts"]) == len(pairs)
-    assert 0 < report["carried"]["share"] < 1
+    assert {("nca-50plus-n4", "scratch"), ("nca-50plus-n4", "shuffled-50plus-n4"), ("nca-50plus-n4", "random-n4"),
+            ("shuffled-50plus-n4", "scratch"), ("nca-50plus-n4", "c4"), ("nca-50plus-n4", "dyck")} <= pairs
+    assert set(owt["speedup"]) == arms - {"scratch"} and len(report["verdicts"]) == len(pairs)
+    assert all(d["detectable"]["n"] == 2 and "minimal detectable effect" in d["verdict"] for d in owt["differences"])
+    assert {(c["method"], c["baseline"]) for c in owt["curves"]} == pairs
+    assert all(c["steps"] == [2, 4, 6] for c in owt["curves"])  # evaluations at the optimizer steps taken
+    assert 0 < report["carried"]["study"]["share"] < 1
+    learning = report["stage1_learning"]
+    assert set(learning) == {"nca-50plus-n4", "shuffled-50plus-n4", "random-n4", "dyck", "c4"}
+    assert all(isinstance(e["learned"], bool) and e["uniform"] > 0 for e in learning.values())
+    assert all((e["frame_slope"] is not None) == (e["kind"] in ("nca", "shuffled", "random")) for e in learning.values())
     text = (out / "report.md").read_text()
-    for section in ("## Verdicts", "### Final validation perplexity", "### Paired differences",
-                    "### Convergence speed-up", "## Induction heads and in-context learning", "## Paper's numbers"):
+    for section in ("## Verdicts", "## Recipe", "## Stage 1: did it learn its data?", "### Final validation perplexity",
+                    "### Paired differences", "### Difference along training", "### Convergence speed-up",
+                    "## Induction heads and in-context learning", "## Paper's numbers"):
         assert section in text
-    assert (out / "curves-owt.png").stat().st_size > 0 and "nan" not in text.lower()
+    for picture in ("curves-owt.png", "differences-owt.png"):
+        assert (out / picture).stat().st_size > 0
+    assert "nan" not in text.lower()
 
     before, report_text = snapshot(out), (out / "report.md").read_text()
     proc = replicate(out, data, "--jobs", "2")
     log = proc.communicate(timeout=300)[0]
-    assert proc.returncode == 0 and "14 already done, 0 to run" in log, log[-2000:]
+    assert proc.returncode == 0 and "22 already done, 0 to run" in log, log[-2000:]
     assert snapshot(out) == before and (out / "report.md").read_text() == report_text
 
     proc = replicate(out, data, "--stage2.lr", "0.01")

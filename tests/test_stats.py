@@ -7,7 +7,8 @@ import pytest
 from scipy import stats as scipy_stats
 
 from nca.analysis.report import build_report, direction, markdown, paper_arm
-from nca.analysis.stats import mean_interval, paired_difference, verdict
+from nca.analysis.stats import (crossover, geometric_interval, mean_interval, minimal_detectable_effect, paired_curve,
+                                paired_difference, verdict)
 
 
 def test_mean_interval_matches_the_t_formula_and_scipy():
@@ -40,8 +41,11 @@ def test_paired_difference_uses_common_seeds_only():
     # differences -1, -0.5, -1: mean -5/6, sd 0.288675, t(0.975, 2) = 4.302653 -> half 0.717109
     assert diff.absolute.mean == pytest.approx(-5 / 6)
     assert diff.absolute.high == pytest.approx(-5 / 6 + 0.7171088)
-    rel = [-100 / 11, -50 / 11.5, -100 / 13]
-    assert diff.relative_percent.mean == pytest.approx(sum(rel) / 3)
+    logs = np.log([10 / 11, 11 / 11.5, 12 / 13])
+    assert diff.log_ratio.mean == pytest.approx(logs.mean())
+    half = 4.302653 * logs.std(ddof=1) / np.sqrt(3)
+    assert diff.relative_percent.mean == pytest.approx(100 * np.expm1(logs.mean()))
+    assert diff.relative_percent.low == pytest.approx(100 * np.expm1(logs.mean() - half), rel=1e-5)
     with pytest.raises(ValueError, match="no seed in common"):
         paired_difference({0: 1.0}, {1: 1.0})
 
@@ -49,7 +53,7 @@ def test_paired_difference_uses_common_seeds_only():
 def test_verdicts_say_plainly_when_the_interval_crosses_zero():
     better = paired_difference({0: 9.0, 1: 9.1, 2: 8.9}, {0: 10.0, 1: 10.0, 2: 10.0})
     assert verdict("nca", "scratch", "code", better).startswith("nca beats scratch on code: difference -10.00% [")
-    assert verdict("nca", "scratch", "code", better).endswith("3 seeds")
+    assert ", 3 seeds; minimal detectable effect 3.50% at 80% power" in verdict("nca", "scratch", "code", better)
     worse = paired_difference({0: 11.0, 1: 11.1, 2: 10.9}, {0: 10.0, 1: 10.0, 2: 10.0})
     assert "is worse than" in verdict("nca", "scratch", "code", worse)
     mixed = paired_difference({0: 9.0, 1: 11.0, 2: 10.0}, {0: 10.0, 1: 10.0, 2: 10.0})
@@ -70,7 +74,7 @@ def test_build_report_finals_differences_and_speedups():
     }}
     report = build_report(curves, [("nca-50plus", "scratch")], {"seeds": "0, 1"})
     owt = report["domains"]["owt"]
-    assert owt["final_ppl"]["scratch"]["mean"] == pytest.approx(10.5)
+    assert owt["final_ppl"]["scratch"]["mean"] == pytest.approx(np.sqrt(10 * 11))  # geometric mean
     assert owt["final_ppl"]["scratch"]["paper"] == 14.66 and owt["final_ppl"]["nca-50plus"]["paper"] == 13.82
     diff = owt["differences"][0]
     assert diff["absolute"]["mean"] == pytest.approx(-1.0)
@@ -80,8 +84,11 @@ def test_build_report_finals_differences_and_speedups():
     assert up["per_seed"] == {"0": pytest.approx(4 / 3), "1": pytest.approx(4 / 3)}
     assert up["reached"] == 2 and up["paper"] == 1.49
     assert report["verdicts"] == [diff["verdict"]]
+    curve = owt["curves"][0]
+    assert curve["pattern"] == "ahead throughout" and curve["mean"][0] == pytest.approx(np.log(18 * 19 / (20 * 21)) / 2)
     text = markdown(report)
-    for heading in ("## Verdicts", "### Final validation perplexity", "### Paired differences", "### Convergence speed-up"):
+    for heading in ("## Verdicts", "### Final validation perplexity", "### Paired differences", "### Convergence speed-up",
+                    "### Difference along training", "minimal detectable effect"):
         assert heading in text
     assert "nan" not in text.lower()
 
@@ -91,7 +98,53 @@ def test_speedup_never_reached_and_paper_directions():
     up = build_report(curves, [])["domains"]["code"]["speedup"]["dyck"]
     assert up["per_seed"] == {"0": None} and up["reached"] == 0 and up["interval"] is None
     assert paper_arm("nca-30-40") == "nca" and paper_arm("nca-50plus-reinit_attention") is None
+    assert paper_arm("nca-50plus-n4") is None  # another alphabet than the paper's
     agree = mean_interval([-2.0, -1.5, -1.8])
     assert direction(agree, -5.7) == "agrees" and direction(agree, 2.0) == "opposite"
     assert direction(mean_interval([-1.0, 1.0]), -5.7).startswith("inconclusive")
     assert build_report(curves, [])["domains"]["code"]["final_ppl"]["dyck"]["low"] is None
+
+
+def test_ratio_intervals_never_go_below_zero_or_minus_100_percent():
+    wide = [5.0, 60.0]  # two seeds far apart: the arithmetic t interval would reach about -320
+    assert mean_interval(wide).low < 0
+    geo = geometric_interval(wide)
+    assert geo.mean == pytest.approx(np.sqrt(5 * 60)) and 0 < geo.low < geo.mean < geo.high
+    diff = paired_difference({0: 2.0, 1: 50.0}, {0: 10.0, 1: 10.0})  # -80% and +400%
+    assert -100 < diff.relative_percent.low < 0 < diff.relative_percent.high
+    with pytest.raises(ValueError, match="positive"):
+        geometric_interval([1.0, 0.0])
+
+
+def test_minimal_detectable_effect_matches_the_power_formula():
+    diffs = [0.01, -0.005, 0.02, 0.0, 0.015, 0.005, -0.01, 0.012]
+    d = minimal_detectable_effect(diffs)
+    sd, n = np.std(diffs, ddof=1), len(diffs)
+    expected = (scipy_stats.t.ppf(0.975, n - 1) + scipy_stats.t.ppf(0.8, n - 1)) * sd / np.sqrt(n)
+    assert d.n == 8 and d.log_ratio == pytest.approx(expected) and d.percent == pytest.approx(100 * np.expm1(expected))
+    # the seeds needed for the observed mean: the first n whose detectable effect is at most |mean|
+    need = d.seeds_for_observed
+    mde = lambda k: (scipy_stats.t.ppf(0.975, k - 1) + scipy_stats.t.ppf(0.8, k - 1)) * sd / np.sqrt(k)  # noqa: E731
+    assert mde(need) <= abs(np.mean(diffs)) < mde(need - 1)
+    assert minimal_detectable_effect([0.1]) is None
+    line = verdict("nca", "scratch", "web text", paired_difference({s: 10 * np.exp(x) for s, x in enumerate(diffs)},
+                                                                    {s: 10.0 for s in range(8)}))
+    assert f"minimal detectable effect {abs(d.percent):.2f}% at 80% power" in line
+
+
+def test_paired_curve_band_crossover_and_area_by_hand():
+    steps = np.array([10, 20, 30, 40])
+    base = {s: (steps, np.array([20.0, 15.0, 12.0, 10.0])) for s in (0, 1)}
+    # the method starts behind and overtakes: log differences +0.1, +0.05, -0.05, -0.1 (seed 0), twice that (seed 1)
+    method = {s: (steps, base[s][1] * np.exp(k * np.array([0.1, 0.05, -0.05, -0.1]))) for s, k in ((0, 1.0), (1, 2.0))}
+    c = paired_curve(method, base)
+    assert c.steps == [10, 20, 30, 40] and c.mean == pytest.approx([0.15, 0.075, -0.075, -0.15])
+    assert c.pattern == "overtakes" and c.crossover == pytest.approx(25.0)
+    # area / steps per seed: trapezoid of (0.1, 0.05, -0.05, -0.1) over 30 steps = 0
+    assert c.area.mean == pytest.approx(0.0, abs=1e-12)
+    half = 12.706205 * np.std([0.1, 0.2], ddof=1) / np.sqrt(2)
+    assert c.high[0] == pytest.approx(0.15 + half, rel=1e-5)
+    assert crossover([1, 2, 3], [-1.0, -0.5, -0.1]) == (None, "ahead throughout")
+    assert crossover([1, 2, 3], [1.0, 0.5, 0.1]) == (None, "behind throughout")
+    assert crossover([0, 10, 20, 30], [-1.0, 1.0, 1.0, -1.0]) == (pytest.approx(25.0), "overtakes")
+    assert crossover([0, 10], [-1.0, 1.0]) == (pytest.approx(5.0), "falls behind")

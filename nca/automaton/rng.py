@@ -28,6 +28,8 @@ class Domain(IntEnum):
     FRESH_TRAJECTORY = 32
     POOL_TRAJECTORY = 33
     POOL_PERMUTATION = 34
+    SHUFFLE = 41  # control streams (nca.datamodules.controls): the permutation of a row's patch tokens
+    RANDOM_TOKENS = 42  # control streams: iid uniform patch tokens
     PREVIEW = 99  # pictures for people
     SAMPLING = 101  # language-model sampling (nca.lit_modules.sampling)
 

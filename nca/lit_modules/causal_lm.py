@@ -225,8 +225,13 @@ class CausalLM(L.LightningModule):
             return
         loss = self.eval_loss.compute()
         self.eval_loss.reset()
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=False)
-        self.log(f"{stage}/ppl", loss.exp(), sync_dist=False)
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=False, logger=False)
+        self.log(f"{stage}/ppl", loss.exp(), sync_dist=False, logger=False)
+        if not self.trainer.sanity_checking:
+            # Written at the optimizer steps taken: Lightning's own x during fit is one less (the batches stepped
+            # before the current one), which skews curves and speed-ups read off the logs.
+            for logger in self.loggers:
+                logger.log_metrics({f"{stage}/loss": float(loss), f"{stage}/ppl": float(loss.exp())}, step=self.global_step)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch)

@@ -24,7 +24,16 @@ PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class SlurmOptions:
-    """submitit settings for ``--launcher slurm``; ``cluster`` local/debug use submitit's non-SLURM executors."""
+    """submitit settings for ``--launcher slurm``.
+
+    Args:
+        cluster: slurm, or submitit's local/debug executors (no SLURM; for tests).
+        partition: the SLURM partition to submit to.
+        time_min: time limit of each run's job in minutes (``--plan`` gives each run's GPU-hours).
+        gpus_per_node: GPUs of each job (at least the run's own devices).
+        cpus_per_task: CPUs of each job.
+        mem_gb: memory of each job in GB (None: the partition's default).
+    """
 
     cluster: Literal["slurm", "local", "debug"] = "slurm"
     partition: Optional[str] = None
@@ -99,21 +108,35 @@ def _timed(fn, *args) -> tuple[int, float]:
     return code, time.time() - start
 
 
+def devices_of(command: list[str]) -> int:
+    """GPUs a run's command asks for (0 on CPU)."""
+    if "--trainer.accelerator" not in command or command[command.index("--trainer.accelerator") + 1] != "gpu":
+        return 0
+    return int(command[command.index("--trainer.devices") + 1]) if "--trainer.devices" in command else 1
+
+
 def _submit(commands, out: Path, options: SlurmOptions, threads: int, finish) -> None:
+    """One SLURM job per run. A multi-GPU run (a ladder rung with gpus > 1) gets one task per GPU, which Lightning's
+    SLURM environment turns into its ranks (not yet tried on a real cluster)."""
     try:
         import submitit
     except ImportError as err:
         raise ImportError('--launcher slurm needs submitit: pip install -e ".[slurm]"') from err
     executor = submitit.AutoExecutor(folder=str(Path(out) / "slurm" / "%j"), cluster=options.cluster)
-    params = {"timeout_min": options.time_min, "cpus_per_task": options.cpus_per_task, "name": "nca-replicate"}
-    if options.gpus_per_node:
-        params["gpus_per_node"] = options.gpus_per_node
-    if options.mem_gb:
-        params["mem_gb"] = options.mem_gb
-    if options.partition:
-        params["slurm_partition"] = options.partition
-    executor.update_parameters(**params)
-    jobs = [executor.submit(_timed, run_command, command, log, threads) for _, command, log in commands]
+    jobs = []
+    for _, command, log in commands:
+        gpus = max(options.gpus_per_node, devices_of(command))
+        params = {"timeout_min": options.time_min, "cpus_per_task": options.cpus_per_task, "name": "nca-replicate"}
+        if gpus:
+            params["gpus_per_node"] = gpus
+        if devices_of(command) > 1:
+            params["tasks_per_node"] = devices_of(command)
+        if options.mem_gb:
+            params["mem_gb"] = options.mem_gb
+        if options.partition:
+            params["slurm_partition"] = options.partition
+        executor.update_parameters(**params)
+        jobs.append(executor.submit(_timed, run_command, command, log, threads))
     for item, job in zip(commands, jobs):
         try:
             result = tuple(job.result())

@@ -52,8 +52,25 @@ def directory_hash(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def prepare_vocabulary(study: Study, out: Path) -> tuple[Path, str]:
-    """Train the vocabulary into ``out/vocab`` once; later calls reuse it, or refuse if the study changed it."""
+def given_tokenizer(study: Study) -> tuple[str, str]:
+    """(the tokenizer, its hash) of ``vocab.tokenizer``, after checking its size is the one the plan assumed."""
+    from nca.datamodules.tokenizers import load_tokenizer
+
+    spec = study.vocab.tokenizer
+    size = load_tokenizer(spec).vocab_size
+    if size != study.vocab.size:
+        raise ValueError(f"vocab.tokenizer {spec} has {size} ids but vocab.size says {study.vocab.size} (the plan's "
+                         f"costs and the recipe use it): set vocab.size {size}")
+    path = Path(spec).expanduser()
+    return spec, (directory_hash(path) if (path / "tokenizer.json").is_file() and (path / "tokenizer_config.json").is_file()
+                  else f"{spec} ({size} ids)")
+
+
+def prepare_vocabulary(study: Study, out: Path) -> tuple[Path | str, str]:
+    """Train the vocabulary into ``out/vocab`` once; later calls reuse it, or refuse if the study changed it.
+    A given ``vocab.tokenizer`` is used as it is."""
+    if study.vocab.tokenizer is not None:
+        return given_tokenizer(study)
     directory = Path(out) / "vocab"
     sources = corpora(study)
     spec = {"size": study.vocab.size, "chars_per_corpus": study.vocab.chars_per_corpus,
