@@ -131,6 +131,8 @@ def test_a_verbs_typo_names_the_nearest_key_in_one_line(capsys):
     assert capsys.readouterr().err == "nca curves: error: unknown key --baselin; did you mean --baseline?\n"
     assert main(["induction", "--ckpt", "a.ckpt", "b.ckpt", "--out", "x", "--probe_sequence", "2"]) == 2
     assert capsys.readouterr().err.strip().endswith("did you mean --probe_sequences?")
+    assert main(["replicate", "--config", "replicate/smoke.yaml", "--stage1.step", "3", "--plan"]) == 2
+    assert capsys.readouterr().err.strip().endswith("unknown key --stage1.step; did you mean --stage1.steps?")
 
 
 def test_nearest_prefers_a_sibling_then_the_same_name_elsewhere():

@@ -17,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
+from jsonargparse import ActionConfigFile, ActionYesNo
+
+from nca.cli import parsing
 
 from nca.replication.config import Study, check_study, study_from_dict
 from nca.replication.launch import SlurmOptions, launch, pending
@@ -25,9 +27,9 @@ from nca.replication.launch import SlurmOptions, launch, pending
 STUDY_FILE = "study.json"
 
 
-def parser() -> ArgumentParser:
+def parser() -> parsing.Parser:
     """The verb's parser: the ``Study`` dataclass (help from its docstrings) plus how to run it."""
-    p = ArgumentParser(prog="nca replicate", description=__doc__.split("\n\n")[0], default_meta=False)
+    p = parsing.Parser(prog="nca replicate", description=__doc__.split("\n\n")[0], default_meta=False)
     p.add_argument("--config", action=ActionConfigFile, help="a replication YAML (configs/replicate/*.yaml)")
     p.add_class_arguments(Study, None)
     p.add_argument("--out", type=str, default=None, help="the study folder (runs, vocabulary, report); "
@@ -44,7 +46,7 @@ def parser() -> ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    args = parsing.parse(parser(), argv, "nca replicate")
     values = args.as_dict()
     study = study_from_dict(values)
     try:
