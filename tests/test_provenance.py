@@ -41,6 +41,12 @@ def test_text_dyck_and_unknown_runs():
     assert gsm.kind == "gsm8k" and gsm.is_text
     dyck = provenance({"class_path": "nca.datamodules.dyck.DyckDataModule", "init_args": {"k": 64}})
     assert dyck.kind == "dyck" and not dyck.is_text and "Dyck" in dyck.describe()
+    for name, kind in (("ShuffledNCADataModule", "shuffled_nca"), ("RandomTokensDataModule", "random_tokens")):
+        control = provenance({"class_path": f"nca.datamodules.controls.{name}",
+                              "init_args": {"nca": AUTOMATON.to_dict(), "seq_len": 30}})
+        assert control.kind == kind and control.is_nca and control.is_stage1 and "control" in control.describe()
+        assert control.nca().cfg == AUTOMATON
+    assert not text.is_stage1 and dyck.is_stage1
     unknown = provenance(None)
     assert unknown.kind == "unknown" and unknown.describe() == "unrecorded data"
     for p in (text, dyck, unknown):

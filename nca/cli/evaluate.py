@@ -163,7 +163,7 @@ def text_checkpoint(ckpt: str, task: str, tokenizer: Optional[str]):
     except ValueError as err:
         raise UsageError(str(err)) from err
     recorded = provenance(meta.get("data"), meta.get("hyper_parameters"))
-    if recorded.kind in ("nca", "dyck"):
+    if recorded.is_stage1:
         raise UsageError(f"{ckpt} was trained on {recorded.describe()}: --task {task} needs a text model (a stage-2 "
                          "or stage-3 checkpoint, e.g. runs/from_nca/stage2-owt/checkpoints/last.ckpt)")
     spec = tokenizer or recorded.tokenizer

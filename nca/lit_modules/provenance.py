@@ -17,10 +17,15 @@ from nca.automaton.config import NCAConfig
 
 # DataModule class name -> the kind of data (matched on the name, so checkpoints written before the package
 # moved under ``nca.`` -- ``datamodules.nca.NCADataModule`` -- read the same).
-KINDS = {"NCADataModule": "nca", "DyckDataModule": "dyck", "TextDataModule": "text", "GSM8KDataModule": "gsm8k",
-         "BBLDataModule": "bbl"}
-Kind = Literal["nca", "dyck", "text", "gsm8k", "bbl", "other", "unknown"]
+KINDS = {"NCADataModule": "nca", "ShuffledNCADataModule": "shuffled_nca", "RandomTokensDataModule": "random_tokens",
+         "DyckDataModule": "dyck", "TextDataModule": "text", "GSM8KDataModule": "gsm8k", "BBLDataModule": "bbl"}
+Kind = Literal["nca", "shuffled_nca", "random_tokens", "dyck", "text", "gsm8k", "bbl", "other", "unknown"]
+NCA_LAYOUT = ("nca", "shuffled_nca", "random_tokens")  # patch tokens and frame delimiters of an NCAConfig
+STAGE1_KINDS = (*NCA_LAYOUT, "dyck")
 TEXT_KINDS = ("text", "gsm8k", "bbl")
+DESCRIPTIONS = {"nca": "NCA data (stage 1)", "shuffled_nca": "shuffled NCA tokens (a stage-1 control)",
+                "random_tokens": "random tokens (a stage-1 control)", "dyck": "Dyck data (stage 1)",
+                "unknown": "unrecorded data"}
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,13 @@ class Provenance:
 
     @property
     def is_nca(self) -> bool:
-        return self.kind == "nca"
+        """Trained on tokens in the NCA layout (the automaton, or one of its controls): ``nca()`` reads it."""
+        return self.kind in NCA_LAYOUT
+
+    @property
+    def is_stage1(self) -> bool:
+        """Trained on a stage-1 source (no text tokenizer): text tasks cannot read it."""
+        return self.kind in STAGE1_KINDS
 
     @property
     def tokenizer(self) -> Optional[str]:
@@ -69,19 +80,16 @@ class Provenance:
 
     def describe(self) -> str:
         """A few words for messages: 'NCA data (stage 1)', 'text (tokenizer gpt2)', 'unrecorded data'."""
-        if self.kind == "unknown":
-            return "unrecorded data"
-        if self.is_nca:
-            return "NCA data (stage 1)"
-        if self.kind == "dyck":
-            return "Dyck data (stage 1)"
+        if self.kind in DESCRIPTIONS:
+            return DESCRIPTIONS[self.kind]
         if self.is_text:
             return f"{self.kind} (tokenizer {self.tokenizer or 'unrecorded'})"
         return str(self.data_class)
 
     def nca(self) -> NCASettings:
-        """The NCA settings, from the nested ``nca`` argument or the older flat keys (n_states, grid, ...);
-        what is not recorded takes ``NCADataModule``'s own defaults."""
+        """The NCA settings (of the automaton, or of the one a control's layout follows), from the nested ``nca``
+        argument or the older flat keys (n_states, grid, ...); what is not recorded takes ``NCADataModule``'s own
+        defaults."""
         if not self.is_nca:
             raise ValueError(f"the checkpoint was trained on {self.describe()}, not NCA: give --data a text corpus")
         args = self.init_args
