@@ -241,6 +241,17 @@ def test_launchers_run_stage1_first_skip_done_and_block_on_failure(tmp_path, lau
     assert failed == [] and sorted(marker.read_text().split()) == ["s1-b-seed0", "s2-x-b-seed0"]  # done runs skipped
 
 
+def test_a_local_run_is_forked_from_the_preloaded_server_with_its_output_in_its_log(tmp_path):
+    from nca.replication.launch import fork_command
+
+    log = tmp_path / "run.log"
+    assert fork_command([sys.executable, "-m", "nca", "configs", "stage1_paper"], str(log), 1) == 0
+    text = log.read_text()
+    assert text.startswith("\n$ ") and "stage1_paper.yaml" in text and "stage2" not in text.split("\n", 2)[2]
+    assert fork_command([sys.executable, "-m", "nca", "configs", "--no_such_key", "1"], str(log), 1) == 2
+    assert "unknown key --no_such_key" in log.read_text()
+
+
 # -------------------------------------------------------- the fresh stage-2 embedding is the same in every arm
 class StartProbe(Callback):
     def on_train_start(self, trainer, pl_module):

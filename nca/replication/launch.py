@@ -1,14 +1,19 @@
 """Start the pending runs of a study, stage 1 before stage 2: locally (``jobs`` processes at once) or as SLURM
 jobs through submitit (``cluster="local"``/``"debug"`` run submitit's own executors, for tests without SLURM).
 
-Each run is its ``nca fit`` command in a subprocess, its output appended to ``<run>/replicate.log``. A run whose
-stage-1 run failed is not started. Returns the ids of failed runs; the caller builds the report after this.
+Each run is its ``nca fit`` command in a process of its own, its output appended to ``<run>/replicate.log``
+(which starts with the command line). Local runs are forked from a server that imported the training stack
+once (multiprocessing's ``forkserver``), so a run costs its training and not the ~8 s import of torch,
+Lightning and litgpt; a SLURM job runs the command line itself. A run whose stage-1 run failed is not
+started. Returns the ids of failed runs; the caller builds the report after this.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -54,6 +59,49 @@ def run_command(command: list[str], log_path: str, threads: int) -> int:
         return subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
 
 
+PRELOAD = ["nca.cli", "nca.cli.train"]  # what the fork server imports once for every local run
+
+
+def fork_context() -> multiprocessing.context.BaseContext:
+    """A ``forkserver`` context whose server has imported ``PRELOAD`` (started on first use, single-threaded)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
+def _fit_here(argv: list[str], log_path: str, threads: int) -> None:
+    """Body of a forked run: output to the run's log, ``threads`` OMP threads, then ``nca`` with ``argv``."""
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    import torch
+
+    from nca.cli import main
+
+    torch.set_num_threads(threads)
+    sys.argv = ["nca", *argv]
+    code = main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def fork_command(command: list[str], log_path: str, threads: int, context=None) -> int:
+    """Run a ``python -m nca ...`` command (as ``Run.command`` gives it) in a process forked from the fork
+    server, appending its output to ``log_path``; returns its exit code (negative: killed by that signal).
+    Any other command runs as a subprocess."""
+    if command[1:3] != ["-m", "nca"]:
+        return run_command(command, log_path, threads)
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {' '.join(command)}\n")
+    process = (context or fork_context()).Process(target=_fit_here, args=(command[3:], log_path, threads))
+    process.start()
+    process.join()
+    return process.exitcode
+
+
 def pending(runs: list[Run], out: Path) -> list[Run]:
     return [r for r in runs if status(r, out) is not Status.DONE]
 
@@ -92,8 +140,9 @@ def launch(runs: list[Run], out: Path, launcher: str = "local", jobs: int = 1, t
                 say(f"FAILED {r.id} (exit {code}); see {log}")
 
         if launcher == "local":
+            context = fork_context()
             with ThreadPoolExecutor(max_workers=jobs) as pool:
-                futures = {pool.submit(_timed, run_command, c[1], c[2], threads): c for c in commands}
+                futures = {pool.submit(_timed, fork_command, c[1], c[2], threads, context): c for c in commands}
                 for future in as_completed(futures):
                     finish(futures[future], future.result())
         else:
