@@ -70,22 +70,24 @@ def fork_context() -> multiprocessing.context.BaseContext:
 
 
 def _fit_here(argv: list[str], log_path: str, threads: int) -> None:
-    """Body of a forked run: output to the run's log, ``threads`` OMP threads, then ``nca`` with ``argv``."""
+    """Body of a forked run: output to the run's log, ``threads`` OMP threads, then what ``python -m nca ARGV``
+    does (``runpy``: the command line's own entry point, as the subprocess ran it)."""
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
     os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    import torch
+    import runpy
 
-    from nca.cli import main
+    import torch
 
     torch.set_num_threads(threads)
     sys.argv = ["nca", *argv]
-    code = main(argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    sys.exit(code)
+    try:
+        runpy.run_module("nca", run_name="__main__", alter_sys=True)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def fork_command(command: list[str], log_path: str, threads: int, context=None) -> int:
