@@ -13,7 +13,10 @@ logging.getLogger("lightning.pytorch").propagate = True
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip `cuda`-marked tests where no GPU exists; they run unchanged where one does."""
+    """`slow` tests first (the two xdist workers start on the long ones and the short ones fill in after, instead
+    of one worker finishing a long test alone); skip `cuda`-marked tests where no GPU exists (they run unchanged
+    where one does)."""
+    items.sort(key=lambda item: "slow" not in item.keywords)  # stable: each file keeps its order
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")

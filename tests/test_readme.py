@@ -125,6 +125,7 @@ def _blocks_or_none() -> list[Block]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("readme")  # one worker runs every block, in order, in one clone
 @pytest.mark.parametrize("block", _blocks_or_none(), ids=lambda b: f"README.md:{b.line}")
 def test_readme_block_runs(block: Block, clone: Path, shell_env: dict):
     if block.skip:

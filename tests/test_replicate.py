@@ -16,6 +16,7 @@ import pytest
 import torch
 from lightning.pytorch import Callback
 
+from nca.cli import main
 from nca.replication.config import Study, StageBudget, check_study
 from nca.replication.launch import SlurmOptions, launch
 from nca.replication.plan import OUT, Run, arm_labels, plan
@@ -303,13 +304,21 @@ def replicate(out: Path, data: dict[str, Path], *extra: str, **popen) -> subproc
                             start_new_session=True, **popen)
 
 
+def replicate_here(out: Path, data: dict[str, Path], capsys, *extra: str) -> tuple[int, str]:
+    """The same call in this process (its runs still fork): (exit code, what it printed)."""
+    code = main(["replicate", "--config", "configs/replicate/smoke.yaml", "--out", str(out), "--data.owt",
+                 str(data["owt"]), "--data.c4", str(data["c4"]), "--data.c4_val", "null", *extra])
+    printed = capsys.readouterr()
+    return code, printed.out + printed.err
+
+
 def snapshot(out: Path) -> dict[str, float]:
     """Modification times of every checkpoint and event file: a re-run must not touch them."""
     return {str(p): p.stat().st_mtime for p in (out / "runs").rglob("*") if p.suffix == ".ckpt" or "tfevents" in p.name}
 
 
 @pytest.mark.slow
-def test_smoke_preset_interrupted_resumed_idempotent_and_refusing_changes(tmp_path):
+def test_smoke_preset_interrupted_resumed_idempotent_and_refusing_changes(tmp_path, capsys, monkeypatch):
     data = {"owt": write_corpus(tmp_path / "owt.jsonl", 200, seed=1), "c4": write_corpus(tmp_path / "c4.jsonl", 200, seed=2)}
     out = tmp_path / "study"
     first = out / "runs" / "s1-nca-50plus-n4-seed0" / DONE_FILE
@@ -322,9 +331,9 @@ def test_smoke_preset_interrupted_resumed_idempotent_and_refusing_changes(tmp_pa
     proc.wait()
     done_before = first.read_text()
 
-    proc = replicate(out, data, "--jobs", "2")
-    log = proc.communicate(timeout=600)[0]
-    assert proc.returncode == 0, log[-3000:]
+    monkeypatch.chdir(REPO)
+    code, log = replicate_here(out, data, capsys, "--jobs", "2")
+    assert code == 0, log[-3000:]
     assert "1 already done" in log and "queue s1-nca-50plus-n4-seed0" not in log
     assert first.read_text() == done_before
     report = json.loads((out / "report.json").read_text())
@@ -356,14 +365,12 @@ def test_smoke_preset_interrupted_resumed_idempotent_and_refusing_changes(tmp_pa
     assert "nan" not in text.lower()
 
     before, report_text = snapshot(out), (out / "report.md").read_text()
-    proc = replicate(out, data, "--jobs", "2")
-    log = proc.communicate(timeout=300)[0]
-    assert proc.returncode == 0 and "22 already done, 0 to run" in log, log[-2000:]
+    code, log = replicate_here(out, data, capsys, "--jobs", "2")
+    assert code == 0 and "22 already done, 0 to run" in log, log[-2000:]
     assert snapshot(out) == before and (out / "report.md").read_text() == report_text
 
-    proc = replicate(out, data, "--stage2.lr", "0.01")
-    log = proc.communicate(timeout=300)[0]
-    assert proc.returncode == 2 and "other settings" in log and "--model.lr: '0.003' -> '0.01'" in log
+    code, log = replicate_here(out, data, capsys, "--stage2.lr", "0.01")
+    assert code == 2 and "other settings" in log and "--model.lr: '0.003' -> '0.01'" in log
     assert snapshot(out) == before
 
 

@@ -69,9 +69,10 @@ def fork_context() -> multiprocessing.context.BaseContext:
     return context
 
 
-def _fit_here(argv: list[str], log_path: str, threads: int) -> None:
-    """Body of a forked run: output to the run's log, ``threads`` OMP threads, then what ``python -m nca ARGV``
-    does (``runpy``: the command line's own entry point, as the subprocess ran it)."""
+def _fit_here(argv: list[str], log_path: str, threads: int, cwd: str) -> None:
+    """Body of a forked run: the caller's directory, output to the run's log, ``threads`` OMP threads, then what
+    ``python -m nca ARGV`` does (``runpy``: the command line's own entry point, as the subprocess ran it)."""
+    os.chdir(cwd)
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
@@ -98,7 +99,7 @@ def fork_command(command: list[str], log_path: str, threads: int, context=None) 
         return run_command(command, log_path, threads)
     with open(log_path, "a") as log:
         log.write(f"\n$ {' '.join(command)}\n")
-    process = (context or fork_context()).Process(target=_fit_here, args=(command[3:], log_path, threads))
+    process = (context or fork_context()).Process(target=_fit_here, args=(command[3:], log_path, threads, os.getcwd()))
     process.start()
     process.join()
     return process.exitcode
