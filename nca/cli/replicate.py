@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
         from nca.replication.plan import plan
 
         if args.plan:
-            from nca.replication.costs import plan_lines
+            from nca.replication.recipe import plan_lines
 
             print("\n".join(plan_lines(study, plan(study, "(vocabulary not built)"))))
             return 0

@@ -106,39 +106,5 @@ def human(value: float, unit: str = "") -> str:
     return f"{value:.3g}{unit}"
 
 
-def plan_lines(study: Study, runs: list[Run]) -> list[str]:
-    """The plan as text: per rung its model, the recipe beside the paper's, and every run with its tokens, FLOPs and
-    GPU-hours; then the totals. Reads nothing but the study."""
-    from nca.replication.arms import stage1_sources
-    from nca.replication.config import rung_studies
-    from nca.replication.recipe import markdown
-
-    c = study.costs
-    lines = [f"Plan: {len(runs)} runs; GPU-hours at {100 * c.mfu:.0f}% MFU of {c.peak_tflops:g} TFLOP/s ({c.gpu}); "
-             "FLOPs 6N + 12LdT per training token, 2N + 4LdT per validation token."]
-    total_flops = total_hours = 0.0
-    for rung, one in rung_studies(study):
-        vocabs = {s.label: source_vocab(one, s) for s in stage1_sources(one)}
-        mine = [r for r in runs if r.rung == rung]
-        target = study_sizes(one, one.vocab.size)
-        lines += ["", f"## {rung or 'the study'}: {json_model(one.model)}, {human(target.total)} parameters with "
-                  f"{one.vocab.size:,} ids ({human(target.carried)} carried, {100 * target.share:.1f}%)"
-                  + (f", {one.gpus} GPUs per run" if one.gpus > 1 else ""), ""]
-        for domain in one.domains:
-            lines += [*markdown(one, domain), ""]
-        lines += [f"{'run':<44} {'params':>8} {'tokens':>8} {'FLOPs':>9} {'GPU-h':>9}"]
-        flops = hours = 0.0
-        for run in mine:
-            cost = run_cost(one, run, vocabs[run.source] if run.stage == 1 else one.vocab.size)
-            flops, hours = flops + cost.flops, hours + cost.gpu_hours
-            lines.append(f"{run.id:<44} {human(cost.params):>8} {human(cost.tokens):>8} {cost.flops:>9.3g} "
-                         f"{cost.gpu_hours:>9.3g}")
-        lines.append(f"{'total ' + (rung or ''):<44} {'':>8} {'':>8} {flops:>9.3g} {hours:>9.3g}  ({len(mine)} runs)")
-        total_flops, total_hours = total_flops + flops, total_hours + hours
-    lines += ["", f"All: {len(runs)} runs, {total_flops:.3g} FLOPs, {total_hours:,.1f} GPU-hours "
-              f"({total_hours / 24:,.1f} GPU-days) at {100 * c.mfu:.0f}% MFU."]
-    return lines
-
-
 def json_model(model: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in model.items())

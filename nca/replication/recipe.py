@@ -1,5 +1,6 @@
 """The recipe table: a study's ratios beside the paper's (docs/paper.md §4-§6), so a preset that departs from the
-paper shows where and by how much. Printed by ``nca replicate --plan`` and in the report.
+paper shows where and by how much. Printed in the report and, with every run's cost, by ``nca replicate --plan``
+(``plan_lines``).
 
 Paper values: stage 1 at lr 1e-4 for 164M NCA tokens (10,002 ids; 10% warm-up in the release), stage 2 with
 GPT-2's 50,257 ids at lr 5e-4 for 9B web-text and 4.2B math tokens (10% warm-up) and 2e-4 for 12.6B code tokens
@@ -9,9 +10,9 @@ GPT-2's 50,257 ids at lr 5e-4 for 9B web-text and 4.2B math tokens (10% warm-up)
 from __future__ import annotations
 
 from nca.replication.arms import stage1_sources
-from nca.replication.config import PAPER_DOMAIN, Study
-from nca.replication.costs import human, sizes, source_vocab, study_sizes
-from nca.replication.plan import stage1_steps, stage2_lr
+from nca.replication.config import PAPER_DOMAIN, Study, rung_studies
+from nca.replication.costs import human, json_model, run_cost, sizes, source_vocab, study_sizes
+from nca.replication.plan import Run, stage1_steps, stage2_lr
 
 PAPER_MODEL = {"n_layer": 24, "n_embd": 2048, "n_head": 32, "head_size": 64, "n_query_groups": 32,
                "intermediate_size": 8192}  # configs/model/1.6b.yaml
@@ -62,3 +63,33 @@ def markdown(study: Study, domain: str, vocab: int | None = None, title: str = "
     lines = [f"Recipe{title} against the paper's (1.6B model, {PAPER_DOMAIN[domain]}; docs/paper.md §4-§6):", "",
              "| quantity | this study | paper |", "|---|---|---|"]
     return lines + [f"| {r['quantity']} | {r['ours']} | {r['paper']} |" for r in recipe(study, domain, vocab)]
+
+
+def plan_lines(study: Study, runs: list[Run]) -> list[str]:
+    """The plan as text: per rung its model, the recipe beside the paper's, and every run with its tokens, FLOPs and
+    GPU-hours; then the totals. Reads nothing but the study."""
+    c = study.costs
+    lines = [f"Plan: {len(runs)} runs; GPU-hours at {100 * c.mfu:.0f}% MFU of {c.peak_tflops:g} TFLOP/s ({c.gpu}); "
+             "FLOPs 6N + 12LdT per training token, 2N + 4LdT per validation token."]
+    total_flops = total_hours = 0.0
+    for rung, one in rung_studies(study):
+        vocabs = {s.label: source_vocab(one, s) for s in stage1_sources(one)}
+        mine = [r for r in runs if r.rung == rung]
+        target = study_sizes(one, one.vocab.size)
+        lines += ["", f"## {rung or 'the study'}: {json_model(one.model)}, {human(target.total)} parameters with "
+                  f"{one.vocab.size:,} ids ({human(target.carried)} carried, {100 * target.share:.1f}%)"
+                  + (f", {one.gpus} GPUs per run" if one.gpus > 1 else ""), ""]
+        for domain in one.domains:
+            lines += [*markdown(one, domain), ""]
+        lines += [f"{'run':<44} {'params':>8} {'tokens':>8} {'FLOPs':>9} {'GPU-h':>9}"]
+        flops = hours = 0.0
+        for run in mine:
+            cost = run_cost(one, run, vocabs[run.source] if run.stage == 1 else one.vocab.size)
+            flops, hours = flops + cost.flops, hours + cost.gpu_hours
+            lines.append(f"{run.id:<44} {human(cost.params):>8} {human(cost.tokens):>8} {cost.flops:>9.3g} "
+                         f"{cost.gpu_hours:>9.3g}")
+        lines.append(f"{'total ' + (rung or ''):<44} {'':>8} {'':>8} {flops:>9.3g} {hours:>9.3g}  ({len(mine)} runs)")
+        total_flops, total_hours = total_flops + flops, total_hours + hours
+    lines += ["", f"All: {len(runs)} runs, {total_flops:.3g} FLOPs, {total_hours:,.1f} GPU-hours "
+              f"({total_hours / 24:,.1f} GPU-days) at {100 * c.mfu:.0f}% MFU."]
+    return lines
