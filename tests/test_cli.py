@@ -271,8 +271,15 @@ def test_config_names_read_a_local_file_first_then_the_shipped_one(tmp_path, mon
                                say=notes.append) == ["fit", "--config", "stage1.yaml",
                                                      f"--config={CONFIGS / 'stage2/owt.yaml'}", "--x", "y"]
     assert len(notes) == 2
+    assert Path(resolve("smoke.yaml")[0]) == CONFIGS / "replicate/smoke.yaml"  # a bare name one folder holds
     with pytest.raises(UsageError, match="nca configs"):
         resolve("no-such.yaml")
+    for folder in ("a", "b"):  # a bare name two shipped folders hold
+        (tmp_path / "shipped" / folder).mkdir(parents=True)
+        (tmp_path / "shipped" / folder / "twin.yaml").write_text("{}\n")
+    monkeypatch.setattr("nca.cli.configs.SHIPPED", tmp_path / "shipped")
+    with pytest.raises(UsageError, match=r"several shipped configs have that name \(a/twin.yaml, b/twin.yaml\)"):
+        resolve("twin.yaml")
 
 
 def test_an_integer_batch_limit_counts_batches_a_float_is_a_fraction(tmp_path):

@@ -87,3 +87,12 @@ def test_configs_and_a_two_step_fit_by_config_name_from_an_empty_directory(venv,
     assert (work / "runs" / "stage1" / "checkpoints" / "last.ckpt").is_file()
     saved = yaml.safe_load((work / "runs" / "stage1" / "version_0" / "config.yaml").read_text())
     assert saved["model"]["config"]["n_embd"] == 32 and saved["model"]["lr"] == 2e-3  # local tiny over shipped stage1
+
+
+def test_replicate_plans_a_shipped_preset_by_name_from_an_empty_directory(venv, tmp_path):
+    """The study driver finds its preset and the run configs it composes without a checkout (plan mode: offline)."""
+    root, env = venv
+    planned = run([root / "bin" / "nca", "replicate", "--config", "smoke.yaml", "--plan"], tmp_path, env)
+    shipped = next(root.glob("lib/python*/site-packages/nca/configs/replicate/smoke.yaml"))
+    assert f"nca: --config smoke.yaml: the shipped config {shipped}" in planned.stderr
+    assert "All: 22 runs" in planned.stdout

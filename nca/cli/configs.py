@@ -5,7 +5,8 @@ so a recipe can be found without opening the folder; words filter by path or tex
 
 Every verb's ``--config NAME`` reads a local file when one exists (a user's own config wins) and otherwise the
 shipped config of that name: ``stage1.yaml``, ``stage2/owt.yaml`` or ``configs/stage2/owt.yaml`` (the form the
-README uses in a checkout) all work from any directory once the package is installed.
+README uses in a checkout), or a bare file name that one shipped folder holds (``smoke.yaml``), all work from
+any directory once the package is installed.
 """
 
 from __future__ import annotations
@@ -41,14 +42,24 @@ def listing(root: Path = SHIPPED, words: list[str] = ()) -> list[tuple[str, str]
 
 
 def shipped(name: str) -> Path | None:
-    """The shipped config ``name`` names (``stage1.yaml``, ``configs/stage1.yaml``), or None."""
+    """The shipped config ``name`` names: a path under the configs folder (``stage2/owt.yaml``, also written
+    ``configs/stage2/owt.yaml``), or a bare file name found in exactly one of its folders (``smoke.yaml`` is
+    ``replicate/smoke.yaml``); None when there is none, a one-line error when a bare name is ambiguous."""
     relative = Path(name)
     if relative.is_absolute() or ".." in relative.parts:
         return None
     if relative.parts[:1] == ("configs",):
         relative = Path(*relative.parts[1:]) if len(relative.parts) > 1 else relative
     candidate = SHIPPED / relative
-    return candidate if candidate.is_file() else None
+    if candidate.is_file():
+        return candidate
+    if len(relative.parts) != 1:
+        return None
+    found = sorted(SHIPPED.rglob(relative.name))
+    if len(found) > 1:
+        raise UsageError(f"--config {name}: several shipped configs have that name "
+                         f"({', '.join(p.relative_to(SHIPPED).as_posix() for p in found)}); give its folder too")
+    return found[0] if found else None
 
 
 def resolve(name: str) -> tuple[str, str | None]:
