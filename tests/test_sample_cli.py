@@ -78,6 +78,9 @@ def test_text_model_prints_and_writes_completions(text_ckpt, tmp_path, capsys):
     again = tmp_path / "again.jsonl"
     assert main([*args, "--out", str(again)]) == 0  # same seed, same completions
     assert [json.loads(line)["tokens"] for line in again.read_text().splitlines()] == [x["tokens"] for x in lines]
+    fixed = tmp_path / "fixed.jsonl"
+    assert main([*args, "--out", str(fixed), "--decoding", "fixed"]) == 0  # fixed shapes: the same samples
+    assert [json.loads(line)["tokens"] for line in fixed.read_text().splitlines()] == [x["tokens"] for x in lines]
 
 
 def test_text_model_needs_a_prompt_and_a_known_tokenizer(text_ckpt, tmp_path, capsys):

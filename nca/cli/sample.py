@@ -28,7 +28,7 @@ def sample_checkpoint(ckpt: str, prompt: Optional[str] = None, n: int = 1, tempe
                       out: Optional[str] = None, tokenizer: Optional[str] = None, stop: list[str] = [],
                       stop_at_eot: bool = True, context_frames: int = 4, frames: int = 4, index: int = 0,
                       device: str = "cpu", dtype: Literal["auto", "float32", "bfloat16"] = "auto",
-                      batch_size: int = 64) -> int:
+                      batch_size: int = 64, decoding: Literal["dynamic", "fixed", "compiled"] = "dynamic") -> int:
     """Sample from a checkpoint (any format nca.lit_modules.checkpoint reads).
 
     Args:
@@ -51,6 +51,8 @@ def sample_checkpoint(ckpt: str, prompt: Optional[str] = None, n: int = 1, tempe
         device: cpu or cuda.
         dtype: auto (bfloat16 on cuda, float32 on cpu), float32 or bfloat16.
         batch_size: rows decoded together.
+        decoding: dynamic (rows leave the batch as they finish: least work), fixed (fixed shapes) or compiled
+            (fixed shapes under torch.compile, CUDA graphs on a GPU; the first call compiles). The same samples.
     """
     from nca.lit_modules.checkpoint import load_model
     from nca.lit_modules.sampling import SamplingConfig
@@ -74,13 +76,13 @@ def sample_checkpoint(ckpt: str, prompt: Optional[str] = None, n: int = 1, tempe
         if path.exists():
             raise UsageError(f"{path} already exists; choose another --out")
         return continue_trajectory(loaded, SamplingConfig(**settings), n, seed, context_frames, frames, index,
-                                   path, batch_size)
+                                   path, batch_size, decoding)
     if prompt is None:
         raise UsageError("--prompt is needed for a text model (only stage-1 NCA checkpoints sample without one)")
     text_tokenizer = _tokenizer(loaded, tokenizer)
     stop_ids = (text_tokenizer.eot_id,) if stop_at_eot else ()
     cfg = SamplingConfig(max_new_tokens=max_new_tokens, stop_ids=stop_ids, stop_strings=tuple(stop), **settings)
-    return complete_text(loaded.model, text_tokenizer, prompt, cfg, n, seed, out, batch_size)
+    return complete_text(loaded.model, text_tokenizer, prompt, cfg, n, seed, out, batch_size, decoding)
 
 
 def _tokenizer(loaded, override: Optional[str]):
@@ -100,14 +102,16 @@ def _tokenizer(loaded, override: Optional[str]):
     return tok
 
 
-def complete_text(model, tokenizer, prompt: str, cfg, n: int, seed: int, out: Optional[str], batch_size: int) -> int:
+def complete_text(model, tokenizer, prompt: str, cfg, n: int, seed: int, out: Optional[str], batch_size: int,
+                  decoding: str = "dynamic") -> int:
     from nca.lit_modules.sampling import sample
 
     ids = tokenizer.encode(prompt) or [tokenizer.eot_id]  # an empty prompt starts a document
     if len(ids) > model.config.block_size:
         raise UsageError(f"the prompt has {len(ids)} tokens, more than the model's context of "
                          f"{model.config.block_size}: shorten it")
-    completions = sample(model, [ids], n, cfg, seed=seed, decode=tokenizer.decode, batch_size=batch_size)[0]
+    completions = sample(model, [ids], n, cfg, seed=seed, decode=tokenizer.decode, batch_size=batch_size,
+                         decoding=decoding)[0]
     for j, c in enumerate(completions):
         print(f"--- sample {j} ({len(c.tokens)} tokens, {c.finish}) ---")
         print(prompt + c.text)
@@ -138,7 +142,7 @@ def decode_frames(tokens: torch.Tensor, tokenizer) -> tuple[torch.Tensor, torch.
 
 
 def continue_trajectory(loaded, cfg, n: int, seed: int, context_frames: int, frames: int, index: int, out: Path,
-                        batch_size: int) -> int:
+                        batch_size: int, decoding: str = "dynamic") -> int:
     from nca.lit_modules.sampling import SamplingConfig, sample
     from nca.automaton.render import labelled_strip
     from nca.automaton.stream import NCAStream
@@ -158,7 +162,8 @@ def continue_trajectory(loaded, cfg, n: int, seed: int, context_frames: int, fra
     row = NCAStream(nca, total - 1, band, seed=data_seed, split="val").rows([index])[0]
     prompt, truth = row[: context_frames * tok.frame_len], row[context_frames * tok.frame_len :]
     cfg = SamplingConfig(max_new_tokens=len(truth), temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
-    completions = sample(loaded.model, [prompt.tolist()], n, cfg, seed=seed, batch_size=batch_size)[0]
+    completions = sample(loaded.model, [prompt.tolist()], n, cfg, seed=seed, batch_size=batch_size,
+                         decoding=decoding)[0]
 
     true_grids, _ = decode_frames(truth, tok)
     grids, bad, accuracy = [true_grids], [torch.zeros_like(true_grids, dtype=torch.bool)], []
