@@ -7,7 +7,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from nca.analysis.report import build_report, direction, markdown, paper_arm
-from nca.analysis.stats import (crossover, geometric_interval, mean_interval, minimal_detectable_effect, paired_curve,
+from nca.analysis.stats import (crossover, geometric_interval, holm, mean_interval, minimal_detectable_effect, paired_curve,
                                 paired_difference, verdict)
 
 
@@ -148,3 +148,33 @@ def test_paired_curve_band_crossover_and_area_by_hand():
     assert crossover([1, 2, 3], [1.0, 0.5, 0.1]) == (None, "behind throughout")
     assert crossover([0, 10, 20, 30], [-1.0, 1.0, 1.0, -1.0]) == (pytest.approx(25.0), "overtakes")
     assert crossover([0, 10], [-1.0, 1.0]) == (pytest.approx(5.0), "falls behind")
+
+
+def test_p_values_are_the_paired_t_test_and_holm_adjusts_a_family():
+    method, baseline = {0: 9.0, 1: 9.4, 2: 8.9, 3: 9.8}, {0: 10.0, 1: 10.0, 2: 10.0, 3: 10.0}
+    logs = [np.log(method[s] / baseline[s]) for s in range(4)]
+    assert paired_difference(method, baseline).p_value == pytest.approx(scipy_stats.ttest_1samp(logs, 0).pvalue)
+    assert paired_difference({0: 9.0}, {0: 10.0}).p_value is None  # one seed: no test
+    # Holm by hand: sorted 0.01, 0.03, 0.04 -> 3 x 0.01, max(2 x 0.03, .), max(1 x 0.04, .) = 0.03, 0.06, 0.06
+    assert holm([0.04, 0.01, None, 0.03]) == pytest.approx([0.06, 0.03, None, 0.06], nan_ok=True)
+    assert holm([0.5, 0.9]) == [1.0, 1.0] and holm([]) == []
+
+
+def test_a_difference_that_chance_explains_among_many_comparisons_says_so():
+    # one real effect (c4), eight null arms, and 'lucky': its interval excludes zero alone (p ~ 0.02), not after Holm
+    seeds = range(8)
+    scratch = {s: 30.0 + 0.3 * s for s in seeds}
+    shifts = {"c4": [-0.07, -0.06, -0.075, -0.065, -0.07, -0.068, -0.072, -0.066],
+              "lucky": [-0.03, 0.005, -0.02, -0.01, -0.025, 0.0, -0.015, -0.005],
+              **{f"null{i}": [0.01 * (-1) ** (s + i) * (1 + s % 3) for s in seeds] for i in range(8)}}
+    arms = {arm: {s: scratch[s] * float(np.exp(x[s])) for s in seeds} for arm, x in shifts.items()}
+    curves = {"owt": {arm: {s: _curve([v[s] * 1.5, v[s]]) for s in seeds}
+                      for arm, v in {**arms, "scratch": scratch}.items()}}
+    report = build_report(curves, [(arm, "scratch") for arm in arms])
+    rows = {d["method"]: d for d in report["domains"]["owt"]["differences"]}
+    lucky, c4 = rows["lucky"], rows["c4"]
+    assert lucky["p_value"] < 0.05 <= lucky["p_holm"] and lucky["relative_percent"]["high"] < 0
+    assert "lucky beats scratch" in lucky["verdict"] and "not significant once the study's comparisons" in lucky["verdict"]
+    assert "after Holm over 10 comparisons" in lucky["verdict"]
+    assert c4["p_holm"] < 0.05 and "not significant" not in c4["verdict"]
+    assert "p (Holm)" in markdown(report)

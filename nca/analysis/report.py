@@ -1,5 +1,5 @@
 """The replication report: final validation perplexity per arm with 95% intervals, paired differences between
-arms with the minimal detectable effect, paired difference curves along training (band, crossover, area), the
+arms with the minimal detectable effect and p values (Holm-adjusted over the report's comparisons), paired difference curves along training (band, crossover, area), the
 paper's convergence speed-up, the paper's numbers beside ours (direction only) and one verdict line per claim.
 Writes ``report.json``, ``report.md`` and PNGs (``nca.analysis.report_figures``).
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nca.analysis.curves import speedup
-from nca.analysis.stats import geometric_interval, paired_curve, paired_difference, verdict
+from nca.analysis.stats import geometric_interval, holm, paired_curve, paired_difference, verdict
 
 Curve = tuple[np.ndarray, np.ndarray]
 # docs/paper.md §8 (1.6B model): final validation perplexity and convergence speed-up over scratch.
@@ -89,6 +89,7 @@ def build_report(curves: dict[str, dict[str, dict[int, Curve]]], comparisons: li
                  meta: dict | None = None, baseline: str = "scratch") -> dict:
     """Every number of the report as plain JSON-able data."""
     report = {"meta": meta or {}, "tag": "val/ppl", "domains": {}, "verdicts": []}
+    made: list[tuple[dict, str, str, str, object]] = []   # (its row, method, baseline, where, the difference)
     for key, arms in curves.items():
         domain = split_key(key)[1]
         finals = {arm: {seed: float(c[1][-1]) for seed, c in seeds.items()} for arm, seeds in arms.items()}
@@ -102,17 +103,22 @@ def build_report(curves: dict[str, dict[str, dict[int, Curve]]], comparisons: li
                 continue
             diff = paired_difference(finals[method], finals[base])
             paper = _paper_relative(domain, method, base)
-            line = verdict(method, base, key_name(key), diff)
-            section["differences"].append({"method": method, "baseline": base, **diff.as_dict(),
-                                           "paper_relative_percent": paper,
-                                           "direction_vs_paper": direction(diff.relative_percent, paper),
-                                           "verdict": line})
+            row = {"method": method, "baseline": base, **diff.as_dict(), "paper_relative_percent": paper,
+                   "direction_vs_paper": direction(diff.relative_percent, paper)}
+            section["differences"].append(row)
+            made.append((row, method, base, key_name(key), diff))
             section["curves"].append({"method": method, "baseline": base,
                                       **paired_curve(arms[method], arms[base]).as_dict()})
-            report["verdicts"].append(line)
         if baseline in arms:
             section["speedup"] = _speedups(arms, baseline, domain)
         report["domains"][key] = section
+    # one family: every comparison of the report, over all domains (and rungs)
+    adjusted = holm([diff.p_value for *_, diff in made])
+    tested = sum(p is not None for p in adjusted)
+    for (row, method, base, where, diff), p_holm in zip(made, adjusted):
+        row["p_holm"] = p_holm
+        row["verdict"] = verdict(method, base, where, diff, family=None if p_holm is None else (p_holm, tested))
+        report["verdicts"].append(row["verdict"])
     return report
 
 
@@ -147,12 +153,14 @@ def _key_section(key: str, section: dict) -> list[str]:
     lines += ["", "### Paired differences (method - baseline)", "",
               "Relative change of the final perplexity from the per-seed log ratio (exp(mean) - 1, interval mapped "
               "the same way); the minimal detectable effect is the smallest true change these seeds and this spread "
-              "detect with 80% power at the 5% level.", "",
-              "| method - baseline | absolute | relative | minimal detectable effect | paper relative | direction vs paper |",
-              "|---|---|---|---|---|---|"]
+              "detect with 80% power at the 5% level; p: the paired t test of the log ratio, in brackets adjusted "
+              "(Holm) over every comparison of this report.", "",
+              "| method - baseline | absolute | relative | minimal detectable effect | p (Holm) | paper relative | "
+              "direction vs paper |", "|---|---|---|---|---|---|---|"]
     for d in section["differences"]:
         lines.append(f"| {d['method']} - {d['baseline']} | {_interval(d['absolute'], '+.3f')} | "
                      f"{_interval(d['relative_percent'], '+.2f', '%')} | {_detectable(d['detectable'])} | "
+                     f"{_num(d.get('p_value'), '.3g')} ({_num(d.get('p_holm'), '.3g')}) | "
                      f"{_num(d['paper_relative_percent'], '+.1f')}{'%' if d['paper_relative_percent'] is not None else ''} | "
                      f"{d['direction_vs_paper']} |")
     lines += ["", "### Difference along training", "", f"![differences](differences-{key.replace('/', '-')}.png)", "",
@@ -184,7 +192,9 @@ def markdown(report: dict, extra_sections: list[str] = (), first_sections: list[
         lines.append(f"- **{key}**: {value}")
     lines += ["", "## Verdicts", "", "Relative difference of the final validation perplexity, method - baseline, "
               "paired by seed, mean and 95% t interval on the log scale (negative = the method is better), with the "
-              "minimal detectable effect at these seeds.", ""]
+              "minimal detectable effect at these seeds, the paired t test's p value and that p value adjusted "
+              "(Holm) over all the report's comparisons: among a dozen comparisons at the 5% level, one may "
+              "exclude zero by chance alone.", ""]
     lines += [f"- {v}" for v in report["verdicts"]] or ["- no comparison could be made"]
     lines += ["", *first_sections] if first_sections else []
     for key, section in report["domains"].items():

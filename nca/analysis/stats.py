@@ -1,6 +1,7 @@
 """Seed statistics for the replication (docs/paper.md §8, §11): mean with a 95% t interval, paired differences
 between two arms run with the same seeds, the minimal detectable effect at the study's seeds and spread, paired
-difference curves along training, and plain-words verdicts that say when an interval crosses zero.
+difference curves along training, and plain-words verdicts that say when an interval crosses zero and what is left
+of a difference once the study's many comparisons are accounted for (Holm's correction).
 
 Per seed, stage 2 of every arm sees the same data order and the same fresh embedding, so the difference
 ``method - baseline`` is taken seed by seed (a paired test) rather than between two independent means.
@@ -65,18 +66,20 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Interval
 @dataclass(frozen=True)
 class PairedDifference:
     """``method - baseline`` over the seeds both have: absolute, relative (percent, from the log ratio), the log
-    ratio itself, and the minimal detectable effect at these seeds and this spread."""
+    ratio itself, the minimal detectable effect at these seeds and this spread, and the paired t test's two-sided
+    p value of the log ratio (None below 2 seeds or without spread)."""
 
     seeds: list[int]
     absolute: Interval
     relative_percent: Interval
     log_ratio: Interval
     detectable: Optional["Detectable"] = None
+    p_value: Optional[float] = None
 
     def as_dict(self) -> dict:
         return {"seeds": self.seeds, "absolute": self.absolute.as_dict(),
                 "relative_percent": self.relative_percent.as_dict(), "log_ratio": self.log_ratio.as_dict(),
-                "detectable": None if self.detectable is None else self.detectable.as_dict()}
+                "detectable": None if self.detectable is None else self.detectable.as_dict(), "p_value": self.p_value}
 
 
 def paired_difference(method: dict[int, float], baseline: dict[int, float], confidence: float = 0.95) -> PairedDifference:
@@ -89,9 +92,28 @@ def paired_difference(method: dict[int, float], baseline: dict[int, float], conf
     if min(min(method[s], baseline[s]) for s in seeds) <= 0:
         raise ValueError("paired_difference takes positive values (perplexities, speed-ups)")
     diffs = [method[s] - baseline[s] for s in seeds]
-    logs = mean_interval([math.log(method[s] / baseline[s]) for s in seeds], confidence)
+    log_ratios = [math.log(method[s] / baseline[s]) for s in seeds]
+    logs = mean_interval(log_ratios, confidence)
     return PairedDifference(seeds, mean_interval(diffs, confidence), percent(logs), logs,
-                            minimal_detectable_effect([math.log(method[s] / baseline[s]) for s in seeds]))
+                            minimal_detectable_effect(log_ratios), _t_test_p(log_ratios))
+
+
+def _t_test_p(xs: Sequence[float]) -> Optional[float]:
+    if len(xs) < 2 or max(xs) == min(xs):
+        return None
+    return float(scipy_stats.ttest_1samp(xs, 0.0).pvalue)
+
+
+def holm(p_values: Sequence[Optional[float]]) -> list[Optional[float]]:
+    """Holm's step-down adjustment of a family of p values (None stays None and is not counted): a study makes
+    many comparisons, and an unadjusted 5% test among a dozen of them finds a 'difference' by chance alone."""
+    known = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    adjusted: list[Optional[float]] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(known):
+        running = max(running, min(1.0, (len(known) - rank) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def percent(log_interval: Interval) -> Interval:
@@ -150,19 +172,29 @@ def minimal_detectable_effect(differences: Sequence[float], power: float = 0.8) 
     return Detectable(_mde(sd, n, power), n, sd, power, needed)
 
 
-def verdict(method: str, baseline: str, domain: str, difference: PairedDifference, lower_is_better: bool = True) -> str:
-    """One line, e.g. 'NCA beats scratch on code: difference -1.2% [-2.0, -0.4], 8 seeds (detectable: 0.9%)'."""
+def verdict(method: str, baseline: str, domain: str, difference: PairedDifference, lower_is_better: bool = True,
+            family: Optional[tuple[float, int]] = None) -> str:
+    """One line, e.g. 'nca beats scratch on code: difference -1.2% [-2.0, -0.4], 8 seeds; minimal detectable
+    effect 0.9% at 80% power; p = 0.004, 0.048 after Holm over 12 comparisons'. ``family``: this comparison's
+    Holm-adjusted p value and the number of comparisons it was adjusted over; a difference whose interval
+    excludes zero but whose adjusted p is 0.05 or more says so."""
     rel, n = difference.relative_percent, difference.absolute.n
     seeds = f"{n} seed{'s' if n != 1 else ''}"
     d = difference.detectable
     seeds += "" if d is None else f"; minimal detectable effect {abs(d.percent):.2f}% at 80% power"
+    if difference.p_value is not None:
+        seeds += f"; p = {difference.p_value:.3g}"
+        if family is not None and family[1] > 1:
+            seeds += f", {family[0]:.3g} after Holm over {family[1]} comparisons"
     shown = f"difference {rel.format('+.2f', '%')}, {seeds}"
     if not rel.defined:
         return f"{method} vs {baseline} on {domain}: undecided, {shown} (an interval needs >= 2 seeds)"
     if rel.crosses_zero:
         return f"{method} vs {baseline} on {domain}: no clear difference, {shown} (the interval crosses zero)"
     better = (rel.high < 0) == lower_is_better
-    return f"{method} {'beats' if better else 'is worse than'} {baseline} on {domain}: {shown}"
+    chance = family is not None and family[1] > 1 and family[0] >= 0.05
+    return (f"{method} {'beats' if better else 'is worse than'} {baseline} on {domain}: {shown}"
+            + (" (not significant once the study's comparisons are accounted for)" if chance else ""))
 
 
 # ------------------------------------------------------------------------------------ paired curves
