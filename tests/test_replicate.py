@@ -88,6 +88,8 @@ def test_control_arms_and_alphabets_compose_their_stage1_configs():
     pairs = comparisons(arm_labels(study))
     assert ("nca-50plus-n2", "shuffled-50plus-n2") in pairs and ("nca-50plus-n2", "random-n2") in pairs
     assert ("nca-50plus", "shuffled-50plus") in pairs and ("shuffled-50plus", "scratch") in pairs
+    assert ("shuffled-50plus-n2", "random-n2") in pairs and ("shuffled-50plus", "random") in pairs
+    assert ("shuffled-50plus-n2", "random") not in pairs  # a control against the random arm of its own alphabet
 
 
 def test_ladder_rungs_prefix_runs_and_replace_budget_keys():

@@ -109,7 +109,8 @@ def band_range(band: str, n: int) -> Optional[list[float]]:
 def comparisons(labels: list[str]) -> list[tuple[str, str]]:
     """(method, baseline) pairs: every arm against scratch; each NCA arm against its controls (the shuffled
     arm of its band and alphabet, the random arm of its alphabet: a positive difference = the dynamics did not
-    help) and the other stage-1 sources; each re-init ablation against the NCA arm it ablates."""
+    help) and the other stage-1 sources; each shuffled control against the random arm of its alphabet (what each
+    row's token statistics add to the format); each re-init ablation against the NCA arm it ablates."""
     pairs = [(label, "scratch") for label in labels if label != "scratch"]
     nca = [label for label in labels if label.startswith("nca-") and not label.endswith(ABLATIONS)]
     for label in nca:
@@ -117,6 +118,10 @@ def comparisons(labels: list[str]) -> list[tuple[str, str]]:
         n = rest.partition("-n")[2]
         controls = [f"shuffled-{rest}", "random" + (f"-n{n}" if n else "")]
         pairs += [(label, other) for other in (*controls, "c4", "dyck", "c4_10x", "c4_noreinit") if other in labels]
+    for label in labels:
+        if label.startswith("shuffled-"):
+            n = label.removeprefix("shuffled-").partition("-n")[2]
+            pairs += [(label, other) for other in ["random" + (f"-n{n}" if n else "")] if other in labels]
     for label in labels:
         if label.endswith(ABLATIONS):
             pairs.append((label, label.rsplit("-", 1)[0]))
