@@ -43,21 +43,32 @@ def plot_domain(title: str, arms: dict, section: dict, path: Path) -> None:
 
 
 def plot_differences(title: str, curves: list[dict], path: Path) -> None:
-    """Every comparison's paired difference of log perplexity along training, with its band and crossover."""
+    """Every comparison's paired difference of log perplexity along training, with its band and crossover: one
+    panel per baseline, so a study's dozen comparisons stay readable and a large effect (natural text) does not
+    flatten the small ones against other baselines."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for c in curves:
-        line, = ax.plot(c["steps"], c["mean"], marker="o", ms=3, label=f"{c['method']} - {c['baseline']}")
-        if all(v is not None for v in c["low"]):
-            ax.fill_between(c["steps"], c["low"], c["high"], color=line.get_color(), alpha=0.15)
-        if c["crossover"] is not None:
-            ax.axvline(c["crossover"], color=line.get_color(), ls=":", lw=1)
-    ax.axhline(0.0, color="k", lw=0.8)
-    ax.set_xlabel("stage-2 optimizer step")
-    ax.set_ylabel("loss difference, nats (< 0: method ahead)")
-    ax.set_title(f"{title}: paired difference along training (95% band over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    baselines = list(dict.fromkeys(c["baseline"] for c in curves)) or ["none"]
+    cols = 1 if len(baselines) == 1 else 2
+    rows = -(-len(baselines) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(8 if cols == 1 else 12, 4.5 if rows == 1 else 3.6 * rows),
+                             squeeze=False)
+    for ax, baseline in zip(axes.flat, baselines):
+        for c in (c for c in curves if c["baseline"] == baseline):
+            line, = ax.plot(c["steps"], c["mean"], marker="o", ms=3, label=c["method"])
+            if all(v is not None for v in c["low"]):
+                ax.fill_between(c["steps"], c["low"], c["high"], color=line.get_color(), alpha=0.15)
+            if c["crossover"] is not None:
+                ax.axvline(c["crossover"], color=line.get_color(), ls=":", lw=1)
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_title(f"method - {baseline}", fontsize=10)
+        ax.set_xlabel("stage-2 optimizer step")
+        ax.set_ylabel("loss difference, nats (< 0: method ahead)", fontsize=8)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(baselines):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{title}: paired difference along training (95% band over seeds; dotted: crossover)")
     save_figure(fig, path, dpi=110)
 
 
