@@ -89,7 +89,7 @@ def build_report(curves: dict[str, dict[str, dict[int, Curve]]], comparisons: li
                  meta: dict | None = None, baseline: str = "scratch") -> dict:
     """Every number of the report as plain JSON-able data."""
     report = {"meta": meta or {}, "tag": "val/ppl", "domains": {}, "verdicts": []}
-    made: list[tuple[dict, str, str, str, object]] = []   # (its row, method, baseline, where, the difference)
+    made: list[tuple[dict, str, object]] = []   # (its row, where, the difference)
     for key, arms in curves.items():
         domain = split_key(key)[1]
         finals = {arm: {seed: float(c[1][-1]) for seed, c in seeds.items()} for arm, seeds in arms.items()}
@@ -106,7 +106,7 @@ def build_report(curves: dict[str, dict[str, dict[int, Curve]]], comparisons: li
             row = {"method": method, "baseline": base, **diff.as_dict(), "paper_relative_percent": paper,
                    "direction_vs_paper": direction(diff.relative_percent, paper)}
             section["differences"].append(row)
-            made.append((row, method, base, key_name(key), diff))
+            made.append((row, key_name(key), diff))
             section["curves"].append({"method": method, "baseline": base,
                                       **paired_curve(arms[method], arms[base]).as_dict()})
         if baseline in arms:
@@ -115,9 +115,10 @@ def build_report(curves: dict[str, dict[str, dict[int, Curve]]], comparisons: li
     # one family: every comparison of the report, over all domains (and rungs)
     adjusted = holm([diff.p_value for *_, diff in made])
     tested = sum(p is not None for p in adjusted)
-    for (row, method, base, where, diff), p_holm in zip(made, adjusted):
+    for (row, where, diff), p_holm in zip(made, adjusted):
         row["p_holm"] = p_holm
-        row["verdict"] = verdict(method, base, where, diff, family=None if p_holm is None else (p_holm, tested))
+        row["verdict"] = verdict(row["method"], row["baseline"], where, diff,
+                                 family=None if p_holm is None else (p_holm, tested))
         report["verdicts"].append(row["verdict"])
     return report
 

@@ -111,17 +111,19 @@ def comparisons(labels: list[str]) -> list[tuple[str, str]]:
     arm of its band and alphabet, the random arm of its alphabet: a positive difference = the dynamics did not
     help) and the other stage-1 sources; each shuffled control against the random arm of its alphabet (what each
     row's token statistics add to the format); each re-init ablation against the NCA arm it ablates."""
+    def random_arm(rest: str) -> str:  # 'random' of the alphabet in a '<band>[-n<N>]' label rest
+        n = rest.partition("-n")[2]
+        return "random" + (f"-n{n}" if n else "")
+
     pairs = [(label, "scratch") for label in labels if label != "scratch"]
     nca = [label for label in labels if label.startswith("nca-") and not label.endswith(ABLATIONS)]
     for label in nca:
         rest = label.removeprefix("nca-")
-        n = rest.partition("-n")[2]
-        controls = [f"shuffled-{rest}", "random" + (f"-n{n}" if n else "")]
-        pairs += [(label, other) for other in (*controls, "c4", "dyck", "c4_10x", "c4_noreinit") if other in labels]
+        others = (f"shuffled-{rest}", random_arm(rest), "c4", "dyck", "c4_10x", "c4_noreinit")
+        pairs += [(label, other) for other in others if other in labels]
     for label in labels:
-        if label.startswith("shuffled-"):
-            n = label.removeprefix("shuffled-").partition("-n")[2]
-            pairs += [(label, other) for other in ["random" + (f"-n{n}" if n else "")] if other in labels]
+        if label.startswith("shuffled-") and random_arm(label.removeprefix("shuffled-")) in labels:
+            pairs.append((label, random_arm(label.removeprefix("shuffled-"))))
     for label in labels:
         if label.endswith(ABLATIONS):
             pairs.append((label, label.rsplit("-", 1)[0]))
