@@ -13,7 +13,7 @@ import pytest
 from nca.evaluation import runner
 from nca.cli import main as nca
 from nca.evaluation.gsm8k import GSM8KTask, extract_flexible, extract_last_word, extract_strict, score_reply
-from nca.evaluation.records import SampleLog, SettingsMismatch, check_settings
+from nca.evaluation.records import SampleLog, SettingsMismatch, record_settings
 from nca.evaluation.sandbox import detect_isolation
 from tests.helpers.data import write_gsm8k
 from tests.helpers.tokenizers import write_tokenizer
@@ -91,10 +91,10 @@ def test_sample_log_truncates_a_torn_line_and_keeps_the_first_of_a_key(tmp_path)
 
 
 def test_other_settings_in_the_same_folder_are_refused(tmp_path):
-    check_settings(tmp_path, {"n": 4, "temperature": 0.6})
-    check_settings(tmp_path, {"n": 4, "temperature": 0.6})
+    record_settings(tmp_path, {"n": 4, "temperature": 0.6})
+    record_settings(tmp_path, {"n": 4, "temperature": 0.6})
     with pytest.raises(SettingsMismatch, match="n: recorded 4, now 8"):
-        check_settings(tmp_path, {"n": 8, "temperature": 0.6})
+        record_settings(tmp_path, {"n": 8, "temperature": 0.6})
 
 
 def test_folders_follow_the_run_path_and_never_collide(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from nca.evaluation import runner
 from nca.evaluation.bbl import BBLTask
 from nca.evaluation.humaneval_task import HumanEvalTask
-from nca.evaluation.problems import Problem, fit_prompt, prompt_ids
+from nca.evaluation.problems import Problem, encode_pieces, fit_prompt
 from nca.evaluation.records import SampleLog
 from tests.helpers.models import tiny_gpt
 from tests.helpers.tokenizers import write_tokenizer
@@ -25,7 +25,7 @@ def tok(tmp_path_factory):
 
 def test_exemplars_go_first_then_the_reply_budget_then_the_problem(tok):
     problem = Problem("p", 0, ("aaaa", "bbbb", "question"))  # pieces joined by end-of-text (id 256)
-    assert prompt_ids(problem, tok) == tok.encode("aaaa") + [256] + tok.encode("bbbb") + [256] + tok.encode("question")
+    assert encode_pieces(problem, tok) == tok.encode("aaaa") + [256] + tok.encode("bbbb") + [256] + tok.encode("question")
     whole = fit_prompt(problem, tok, context=30, reply=10)
     assert (whole.exemplars_dropped, whole.reply_budget, whole.record()["reply_shortened"]) == (0, 10, False)
     one = fit_prompt(problem, tok, context=24, reply=10)  # 4 + 1 + 8 + 10 = 23: the oldest exemplar goes

@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any, Literal, Optional
 
 from nca.datamodules.bbl_tasks import BBLExample, load_tasks, split_tasks, task_list
-from nca.evaluation.passk import pass_at_k, powers_of_two
+from nca.evaluation.passk import mean_pass_at_k, pass_at_k, powers_of_two
 from nca.evaluation.problems import Problem, verdicts_by_problem
 from nca.evaluation.task import Sampling
 
@@ -172,8 +172,7 @@ class BBLTask:
         counts = [(len(verdicts[p.id]), sum(verdicts[p.id]), len(p.data["choices"])) for p in items]
         chance = task_chance([c for _, _, c in counts], self.chance)
         row: dict[str, float] = {"chance": chance, "examples": len(items)}
-        for k in ks:
-            raw = mean([pass_at_k(n, c, k) for n, c, _ in counts])
+        for k, raw in mean_pass_at_k([(n, c) for n, c, _ in counts], ks).items():
             corrected = [v for n, c, C in counts if (v := chance_corrected(n, c, C, k)) is not None]
             row[f"pass@{k}"] = raw
             row[f"pass@{k}/paper"] = normalise(raw, chance)

@@ -53,11 +53,6 @@ def encode_pieces(problem: Problem, tokenizer, first: int = 0) -> list[int]:
     return [t for n, piece in enumerate(pieces) for t in ([tokenizer.eot_id] if n else []) + tokenizer.encode(piece)]
 
 
-def prompt_ids(problem: Problem, tokenizer) -> list[int]:
-    """The whole prompt's ids, nothing dropped."""
-    return encode_pieces(problem, tokenizer)
-
-
 def fit_prompt(problem: Problem, tokenizer, context: int, reply: int, min_reply: int = 1) -> Fitted:
     """The prompt in ``context`` positions with room for ``reply`` new tokens, never cut inside the question:
     the earliest exemplars are dropped first, then the reply budget is shortened, down to ``min_reply``; a

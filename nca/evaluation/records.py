@@ -86,7 +86,6 @@ def record_settings(folder: str | Path, settings: dict[str, Any]) -> None:
         write_json(Path(folder) / SETTINGS, json.loads(json.dumps(settings)))
 
 
-check_settings = record_settings  # the name earlier code used
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -3,7 +3,7 @@
 Folder (default ``runs/eval/<the checkpoint's run path>/<checkpoint>-<task>``, never inside a training run's
 ``version_N``):
   settings.json      what this evaluation is (checkpoint, task options, n, temperature, ...); a later run with
-                     other settings is refused (``records.check_settings``)
+                     other settings is refused (``records.record_settings``)
   checkpoint.json    the checkpoint's training step, written by the generate stage (the TensorBoard step)
   completions.jsonl  stage "generate": one line per (problem, sample): completion text, finish reason and how
                      the prompt was fitted (exemplars dropped, reply budget); a problem whose question alone does
@@ -176,9 +176,10 @@ def summarize(task: SampledTask, problems: list[Problem], scored: dict, folder: 
               n: int, step: int = 0, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """results.json, TensorBoard scalars and a table on stdout from the scored samples; skipped problems are
     counted and named, and left out of every metric."""
-    skipped = sorted({pid for (pid, _), r in scored.items() if r.get("finish") == SKIPPED})
-    kept = [p for p in problems if p.id not in set(skipped)]
-    kept_scored = {k: v for k, v in scored.items() if k[0] not in set(skipped)}
+    skipped_ids = {pid for (pid, _), r in scored.items() if r.get("finish") == SKIPPED}
+    skipped = sorted(skipped_ids)
+    kept = [p for p in problems if p.id not in skipped_ids]
+    kept_scored = {k: v for k, v in scored.items() if k[0] not in skipped_ids}
     per_problem = {pid: r for (pid, _), r in kept_scored.items()}  # every sample of a problem has one fit
     expected = len(problems) * n
     results = {"task": task.name, "settings": settings, "problems": len(kept), "samples": len(kept_scored),

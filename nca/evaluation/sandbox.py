@@ -169,9 +169,11 @@ def _unshare_prefix() -> list[str]:
                str(SERVER), str(GUARD), "user" if userns else "root"])
 
 
-def _plain_command(slot: int, config: dict, isolation: str) -> list[str]:
-    if isolation == "unshare":
-        return _unshare_prefix() + ["/sandbox/server.py", str(slot), json.dumps(config)]
+def _unshare_command(slot: int, config: dict) -> list[str]:
+    return _unshare_prefix() + ["/sandbox/server.py", str(slot), json.dumps(config)]
+
+
+def _plain_command(slot: int, config: dict) -> list[str]:
     return [_python()[0], "-I", "-S", str(SERVER), str(slot), json.dumps(config)]
 
 
@@ -320,8 +322,8 @@ class Sandbox:
 
     def _start(self, slot: int) -> _Server:
         config = self._config()
-        command = (_bwrap_command(slot, config) if self.isolation == "bwrap"
-                   else _plain_command(slot, config, self.isolation))
+        build = {"bwrap": _bwrap_command, "unshare": _unshare_command}.get(self.isolation, _plain_command)
+        command = build(slot, config)
         server = self._spawner.submit(_Server, command).result()
         self._started.append(server)
         return server
