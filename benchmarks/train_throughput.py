@@ -138,7 +138,7 @@ def fsdp_mfu(args) -> None:
     from lightning.pytorch.strategies import FSDPStrategy
     from litgpt.model import Block
 
-    from nca.lit_modules.mfu import mfu, peak_flops
+    from nca.lit_modules.mfu import flops_per_token, mfu, peak_flops
 
     if not torch.cuda.is_available():
         raise SystemExit("fsdp-mfu needs a CUDA GPU; use the `cpu` mode here.")
@@ -152,7 +152,7 @@ def fsdp_mfu(args) -> None:
                                 devices=args.devices, strategy=strategy, precision="bf16-mixed")
     wall = time.perf_counter() - start
     world = torch.cuda.device_count() if args.devices == -1 else args.devices
-    per_token = module.flops_per_batch / batches[0]["input_ids"].numel()
+    per_token = flops_per_token(module, batches[0])
     available = peak_flops(torch.device("cuda"), torch.bfloat16)
     rate = mfu(tps, per_token, available) if available else float("nan")
     compiled = module.model.transformer.h[0]._compiled_call_impl is not None

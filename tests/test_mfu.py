@@ -69,7 +69,7 @@ def test_progress_line_without_a_known_peak_shows_no_mfu(tmp_path):
 
 
 def test_tensorboard_mfu_uses_the_peak_table(tmp_path, monkeypatch):
-    monkeypatch.setattr("nca.lit_modules.tb_logging.run_peak", lambda trainer: 1e9)  # a faked device's peak
+    monkeypatch.setattr("nca.lit_modules.tb_logging.run_peak", lambda trainer, override=None: 1e9)  # a faked device's peak
     module = CausalLM(config=TINY, vocab_size=16, lr=3e-3, warmup_steps=1)
     t = L.Trainer(accelerator="cpu", max_steps=6, logger=CSVLogger(tmp_path, name="csv"), log_every_n_steps=1,
                   enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 import torch
 
 PARTIAL = ".partial"  # suffix of every unfinished write; never ``.ckpt``, so no checkpoint search sees one
-_FULL = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # errnos of a full disk or quota
 _RENAME_EXCHANGE = 2  # renameat2 flag (Linux >= 3.15; ext4, xfs, btrfs, tmpfs; not NFS)
 _AT_FDCWD = -100
 
@@ -141,7 +141,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], need: int 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         cause = recorder.error if recorder is not None and recorder.error is not None else err
-        if isinstance(cause, OSError) and cause.errno in _FULL:
+        if isinstance(cause, OSError) and cause.errno in DISK_FULL:
             raise no_space(directory, max(need, 1), shutil.disk_usage(directory).free) from err
         raise
     fsync_directory(directory)

@@ -22,7 +22,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import FSDPStrategy
 from fsspec.implementations.local import LocalFileSystem
 
-from nca.lit_modules.atomic import atomic_save, checkpoint_bytes, link_atomically, no_space, replace_entry, staging_path
+from nca.lit_modules.atomic import (DISK_FULL, atomic_save, checkpoint_bytes, link_atomically, no_space, replace_entry,
+                                    staging_path)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -59,7 +60,7 @@ def is_disk_full(err: BaseException) -> bool:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in (28, 122) or "No space left on device" in str(e):
+        if isinstance(e, OSError) and e.errno in DISK_FULL or "No space left on device" in str(e):
             return True
         todo += [e.__cause__, e.__context__]
     return False

@@ -51,15 +51,13 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> Optional[float]:
     return None if peak is None else float(peak)
 
 
-def compute_dtype(trainer: Any) -> torch.dtype:
-    """The dtype the run's matrix products use (bf16 under ``bf16-mixed``), as Lightning's monitor reads it."""
+def run_peak(trainer: Any, override: Optional[float] = None) -> Optional[float]:
+    """The peak a run's MFU divides by: ``override`` when given, else its device's in its compute dtype."""
+    if override is not None:
+        return override
     from nca.lit_modules import framework
 
-    return framework.compute_dtype(trainer)
-
-
-def run_peak(trainer: Any) -> Optional[float]:
-    return peak_flops(trainer.strategy.root_device, compute_dtype(trainer))
+    return peak_flops(trainer.strategy.root_device, framework.compute_dtype(trainer))
 
 
 def mfu(tokens_per_s_per_device: float, flops_per_token: float, peak: float) -> float:

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from nca.lit_modules import framework
 
-from nca.lit_modules.mfu import compute_dtype, flops_per_token, mfu, run_peak
+from nca.lit_modules.mfu import flops_per_token, mfu, run_peak
 
 LOSS_KEY = "train/loss"
 
@@ -93,18 +93,18 @@ class ProgressLine(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._tokens = 0
         self._mark = (time.perf_counter(), trainer.global_step, 0)
-        self._peak = self.peak_flops if self.peak_flops is not None else run_peak(trainer)
+        self._peak = run_peak(trainer, self.peak_flops)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if isinstance(batch, dict) and "input_ids" in batch:
             self._tokens += batch["input_ids"].numel() * trainer.world_size
-        if self._peak:
-            self._flops_per_token = flops_per_token(pl_module, batch) or self._flops_per_token
         every = self.every_n_steps or max(1, trainer.log_every_n_steps)
         step = trainer.global_step
         if self._mark is None or step == self._mark[1] or step % every:
             return
+        if self._peak:  # only a printed line reads it
+            self._flops_per_token = flops_per_token(pl_module, batch) or self._flops_per_token
         self._print(trainer, outputs)
 
     @rank_zero_only
@@ -139,7 +139,7 @@ class ProgressLine(Callback):
         self._stated = True
         device = trainer.strategy.root_device
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-        dtype = str(compute_dtype(trainer)).removeprefix("torch.")
+        dtype = str(framework.compute_dtype(trainer)).removeprefix("torch.")
         print(f"MFU = tokens/s per device x {self._flops_per_token:.4g} model FLOPs per token (forward + backward, "
               f"activation recompute excluded) / {self._peak:.4g} FLOP/s peak ({name}, {dtype}, dense)",
               file=self.stream or sys.stdout, flush=True)

@@ -175,8 +175,7 @@ class _Decoder:
 
     def _fill(self) -> None:
         """Give free slots to pending samples until the batch is full or nothing is pending."""
-        while self.queue and self._free():
-            free = self._free()
+        while self.queue and (free := self._free()):
             groups = self._take(len(free))
             slot_of, taken = {}, 0
             for i, samples in groups:

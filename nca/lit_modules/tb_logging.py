@@ -30,7 +30,7 @@ class TokenThroughput(framework.ThroughputHooks):
         self.peak_flops = peak_flops
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        peak = self.peak_flops if self.peak_flops is not None else run_peak(trainer)
+        peak = run_peak(trainer, self.peak_flops)
         with warnings.catch_warnings():
             if peak is not None:  # Lightning's table has no entry for a device ours knows (an H200): no warning
                 warnings.filterwarnings("ignore", message="FLOPs not found")
