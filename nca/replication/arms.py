@@ -71,10 +71,6 @@ def arms(study: Study) -> list[Arm]:
     return out
 
 
-def arm_labels(study: Study) -> list[str]:
-    return [a.label for a in arms(study)]
-
-
 def stage1_sources(study: Study) -> list[Source]:
     """The distinct stage-1 sources the arms need, NCA first."""
     seen: dict[str, Source] = {}

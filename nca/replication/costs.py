@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nca.replication.arms import Source
-from nca.replication.config import Study
+from nca.replication.config import NCA_FAMILY, Study
 from nca.replication.plan import Run
 
 DYCK_VOCAB = 2 * 64 + 1  # configs/baselines/dyck.yaml: k = 64 bracket types + BOS
@@ -65,14 +65,12 @@ def study_sizes(study: Study, vocab: int) -> Sizes:
     return sizes(study.model, max(study.stage1.seq_len, study.stage2.seq_len), vocab)
 
 
-def source_vocab(study: Study, source: Source | str, n: int = 10) -> int:
+def source_vocab(source: Source, text_vocab: int) -> int:
     """The vocabulary a stage-1 source trains on: n^4 + 2 patch ids and delimiters, Dyck's 129, or the
-    stage-2 vocabulary for C4."""
-    kind = source.kind if isinstance(source, Source) else source
-    n = source.n if isinstance(source, Source) else n
-    if kind in ("nca", "shuffled", "random"):
-        return n**4 + 2
-    return DYCK_VOCAB if kind == "dyck" else study.vocab.size
+    stage-2 vocabulary (``text_vocab``) for C4."""
+    if source.kind in NCA_FAMILY:
+        return source.n**4 + 2
+    return DYCK_VOCAB if source.kind == "dyck" else text_vocab
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from nca.analysis.curves import load_scalars
 from nca.analysis.stats import mean_interval
 from nca.replication.arms import stage1_sources
 from nca.replication.config import NCA_FAMILY, Study, rung_studies
-from nca.replication.costs import DYCK_VOCAB
+from nca.replication.costs import source_vocab
 from nca.replication.plan import Run
 
 LEARNING_FILE = "replicate-learning.json"
@@ -31,12 +31,10 @@ LEARNING_FILE = "replicate-learning.json"
 
 def _datamodule(provenance):
     """The run's own DataModule, rebuilt from its checkpoint's record."""
-    from nca.automaton.config import NCAConfig
-
     module, _, name = str(provenance.data_class).rpartition(".")
     args = dict(provenance.init_args)
     if isinstance(args.get("nca"), dict):
-        args["nca"] = NCAConfig(**{k: (tuple(v) if k == "hidden" else v) for k, v in args["nca"].items()})
+        args["nca"] = provenance.nca().cfg
     return getattr(importlib.import_module(module), name)(**args)
 
 
@@ -64,8 +62,12 @@ def frame_slope(run: Run, out: Path, sequences: int) -> dict:
     return scores
 
 
-def random_floor(seq_len: int, n: int, frame_len: int = 38) -> float:
-    """The lowest loss iid random patch tokens allow: ln(n^4) on the supervised patch targets, 0 on delimiters."""
+def random_floor(seq_len: int, n: int) -> float:
+    """The lowest loss iid random patch tokens allow: ln(n^4) on the supervised patch targets, 0 on delimiters
+    (frames of the automaton's default grid and patch, as every study trains)."""
+    from nca.automaton.tokenize import PatchTokenizer
+
+    frame_len = PatchTokenizer(n_states=n).frame_len
     targets = [p % frame_len for p in range(frame_len, seq_len + 1)]  # row positions of the supervised targets
     patches = sum(1 for o in targets if o not in (0, frame_len - 1))
     return patches / max(1, len(targets)) * math.log(n**4)
@@ -79,8 +81,7 @@ def learning_report(study: Study, runs: list[Run], out: Path, stage2_vocab: int)
         for source in stage1_sources(one):
             mine = [r for r in runs if r.stage == 1 and r.rung == rung and r.source == source.label]
             losses = [float(load_scalars(r.directory(out), "val/loss")[1][-1]) for r in mine]
-            vocab = source.n**4 + 2 if source.kind in NCA_FAMILY else DYCK_VOCAB if source.kind == "dyck" else stage2_vocab
-            uniform = math.log(vocab)
+            uniform = math.log(source_vocab(source, stage2_vocab))
             loss = mean_interval(losses)
             # the reference a learner must beat: uniform, or for the NCA format the layout alone (delimiters known)
             reference = random_floor(one.stage1.seq_len, source.n) if source.kind in NCA_FAMILY else uniform

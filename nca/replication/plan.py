@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nca.replication.arms import Arm, Source, arms, band_range, stage1_sources
-from nca.replication.config import DOMAIN_RECIPES, StageBudget, Study, rung_studies
+from nca.replication.config import DOMAIN_RECIPES, NCA_FAMILY, PAPER_ALPHABET, StageBudget, Study, rung_studies
 
 INIT_FILES = {"nca": "configs/init/from_nca.yaml", "shuffled": "configs/init/from_shuffled_nca.yaml",
               "random": "configs/init/from_random_tokens.yaml", "dyck": "configs/init/from_dyck.yaml",
@@ -130,7 +130,7 @@ def stage1_run(study: Study, source: Source, seed: int, rung: str = "") -> Run:
         args += ["--config", f"configs/band/{source.band}.yaml"]
     args += [a for f in STAGE1_FILES.get(source.kind, []) for a in ("--config", f)]
     args += _budget_args(b, steps, seed, study, run_id)
-    if source.kind in ("nca", "shuffled", "random") and source.n != 10:
+    if source.kind in NCA_FAMILY and source.n != PAPER_ALPHABET:
         args += ["--data.init_args.nca.n_states", str(source.n)]
         if source.band is not None:
             args += ["--data.init_args.band", json.dumps(band_range(source.band, source.n))]

@@ -10,7 +10,7 @@ GPT-2's 50,257 ids at lr 5e-4 for 9B web-text and 4.2B math tokens (10% warm-up)
 from __future__ import annotations
 
 from nca.replication.arms import stage1_sources
-from nca.replication.config import PAPER_DOMAIN, Study, rung_studies
+from nca.replication.config import NCA_FAMILY, PAPER_DOMAIN, Study, rung_studies
 from nca.replication.costs import human, json_model, run_cost, sizes, source_vocab, study_sizes
 from nca.replication.plan import Run, stage1_steps, stage2_lr
 
@@ -38,10 +38,10 @@ def recipe(study: Study, domain: str, vocab: int | None = None) -> list[dict]:
     b1, b2 = study.stage1, study.stage2
     lr2, _ = stage2_lr(study, domain)
     target = study_sizes(study, vocab)
-    nca = [s for s in stage1_sources(study) if s.kind in ("nca", "shuffled", "random")] or []
+    nca = [s for s in stage1_sources(study) if s.kind in NCA_FAMILY]
     tokens1 = b1.steps * b1.batch_size * b1.seq_len
     tokens2 = b2.steps * b2.batch_size * b2.seq_len
-    per_id = ", ".join(dict.fromkeys(f"{tokens1 / source_vocab(study, s):,.0f} (n={s.n})" for s in nca)) or "no NCA arm"
+    per_id = ", ".join(dict.fromkeys(f"{tokens1 / source_vocab(s, study.vocab.size):,.0f} (n={s.n})" for s in nca)) or "no NCA arm"
     paper = paper_values(domain)
     long_c4 = [s for s in stage1_sources(study) if stage1_steps(study, s) != b1.steps]
     rows = [
@@ -73,7 +73,7 @@ def plan_lines(study: Study, runs: list[Run]) -> list[str]:
              "FLOPs 6N + 12LdT per training token, 2N + 4LdT per validation token."]
     total_flops = total_hours = 0.0
     for rung, one in rung_studies(study):
-        vocabs = {s.label: source_vocab(one, s) for s in stage1_sources(one)}
+        vocabs = {s.label: source_vocab(s, one.vocab.size) for s in stage1_sources(one)}
         mine = [r for r in runs if r.rung == rung]
         target = study_sizes(one, one.vocab.size)
         lines += ["", f"## {rung or 'the study'}: {json_model(one.model)}, {human(target.total)} parameters with "
