@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nca.analysis import band_transfer as bt
 from nca.cli import parsing
-from nca.cli.errors import UsageError, usage_errors
+from nca.cli.errors import refuse_existing, usage_errors
 
 
 def _fmt(summary: dict, scale: float, spec: str) -> str:
@@ -40,9 +40,7 @@ def band_transfer(runs: list[str], out: str, tag: str = "val/ppl", corpus_ratio:
     """
     folder = Path(out)
     png, js = folder / "band_transfer.png", folder / "band_transfer.json"
-    taken = [str(x) for x in (png, js) if x.exists()]
-    if taken:  # outputs are never overwritten
-        raise UsageError(f"{', '.join(taken)} already exist(s); choose another --out")
+    refuse_existing([png, js])
     with usage_errors():
         parsed = bt.parse_runs(runs)
         ratios = bt.parse_corpus_ratios(corpus_ratio)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from nca.cli import parsing
-from nca.cli.errors import UsageError, usage_errors
+from nca.cli.errors import refuse_existing, usage_errors
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -35,9 +35,7 @@ def plot_curves(runs: list[str], baseline: Optional[str] = None, tag: str = "val
     from nca.analysis import curves as lib
 
     png = Path(out)
-    taken = [str(p) for p in (png, png.with_suffix(".json")) if p.exists()]
-    if taken:  # outputs are never overwritten
-        raise UsageError(f"{', '.join(taken)} already exist(s); choose another --out")
+    refuse_existing([png, png.with_suffix(".json")])
     with usage_errors():
         named = lib.parse_runs(runs)
         baseline = baseline or next(iter(named))

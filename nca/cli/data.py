@@ -14,7 +14,7 @@ import torch
 from nca.automaton.complexity import COMPLEXITY_FRAMES, PAPER_BAND, PAPER_BANDS, Band, gzip_ratio, rule_ratios
 from nca.automaton.config import NCAConfig
 from nca.cli import parsing
-from nca.cli.errors import UsageError
+from nca.cli.errors import UsageError, refuse_existing
 
 
 def run(function, argv: list[str], prog: str) -> int:
@@ -42,13 +42,6 @@ def gather_list_flags(argv: list[str], flags: tuple[str, ...]) -> list[str]:
         bracketed = len(values) == 1 and values[0].lstrip().startswith("[")
         out += [name, values[0] if bracketed else json.dumps(values)]
     return out
-
-
-def _refuse_existing(paths: list[Path]) -> None:
-    """Outputs are never overwritten: fail before any work if one exists."""
-    taken = [str(x) for x in paths if x.exists()]
-    if taken:
-        raise UsageError(f"{', '.join(taken)} already exist(s); choose another --out")
 
 
 # -- generate -------------------------------------------------------------------------------------
@@ -169,7 +162,7 @@ def render_previews(out: Optional[str] = None, bands: list[str] = PAPER_BANDS, r
         Band.parse(b)
     names = ["band_" + t.replace("+", "plus").replace("%", "").replace(".", "p") for t in texts]
     targets = [Path(out) / f"{n}{ext}" for n in names for ext in (".png", ".gif")] + [Path(out) / "overview.png"] if out else []
-    _refuse_existing(targets + ([Path(html) / PAGE_NAME] if html else []))
+    refuse_existing(targets + ([Path(html) / PAGE_NAME] if html else []))
     rollouts = [band_rollouts(cfg, t, rules, frames, seed, device) for t in texts]
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -239,7 +232,7 @@ def measure_complexity(rules: int = 1024, bands: list[str] = PAPER_BANDS, out: O
     except ValueError as e:
         raise UsageError(f"--sweep: {e}") from None
     if out:
-        _refuse_existing([Path(out) / n for n in ("histogram.png", "complexity.json") + (("sweep.png",) if settings else ())])
+        refuse_existing([Path(out) / n for n in ("histogram.png", "complexity.json") + (("sweep.png",) if settings else ())])
 
     ratios = rule_ratios(torch.arange(rules, device=device) * 2, cfg, seed)
     q = np.quantile(ratios, [0.05, 0.25, 0.5, 0.75, 0.95])

@@ -28,6 +28,13 @@ def usage_errors(*kinds: type[BaseException]) -> Iterator[None]:
         raise UsageError(" ".join(str(text).split())) from err
 
 
+def refuse_existing(paths: Iterable[Path]) -> None:
+    """Outputs are never overwritten: fail before any work if one exists."""
+    taken = [str(x) for x in paths if Path(x).exists()]
+    if taken:
+        raise UsageError(f"{', '.join(taken)} already exist(s); choose another --out")
+
+
 def raised_on_purpose(err: BaseException) -> bool:
     """Whether ``err`` comes from a ``raise`` statement in the project's own code (not a library, not an
     implicit error such as a failed unpacking, which is a bug that needs its traceback)."""

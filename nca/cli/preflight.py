@@ -77,16 +77,15 @@ def check_resume_schedule(ckpt_path: Optional[str], max_steps: Optional[int], mo
         raise UsageError("--train_longer extends a resumed run: add --ckpt_path last (or the checkpoint to extend)")
     if ckpt_path is None or ckpt_path in SPECIAL_CKPT or not max_steps or max_steps < 0:
         return
-    from nca.lit_modules.causal_lm import resumed_schedule
+    from nca.lit_modules.causal_lm import requested_schedule, resumed_schedule
     from nca.lit_modules.checkpoint import read_meta
 
     meta = read_meta(ckpt_path)
     hp = getattr(model, "hparams", {})
     if meta.get("lr_schedule") is None or "warmup_steps" not in hp:
         return
-    warmup = hp["warmup_steps"] if hp["warmup_steps"] is not None else int((hp["warmup_fraction"] or 0.0) * max_steps)
     try:
-        resumed_schedule(meta["lr_schedule"], {"total_steps": max_steps, "warmup_steps": warmup},
+        resumed_schedule(meta["lr_schedule"], requested_schedule(hp, max_steps),
                          int(meta.get("global_step", 0)), train_longer, 0.0)
     except ValueError as err:
         raise UsageError(f"--ckpt_path {ckpt_path}: {err}") from None

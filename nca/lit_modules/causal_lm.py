@@ -300,8 +300,7 @@ class CausalLM(L.LightningModule):
         if not math.isfinite(total) or total <= 0:
             raise ValueError("The learning-rate schedule needs a finite length: set `trainer.max_steps`.")
         total = int(total)
-        warmup = hp.warmup_steps if hp.warmup_steps is not None else int((hp.warmup_fraction or 0.0) * total)
-        self._requested_schedule = {"total_steps": total, "warmup_steps": warmup}
+        self._requested_schedule = requested_schedule(hp, total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedule_fn())
         self._scheduler = scheduler
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -322,6 +321,12 @@ class CausalLM(L.LightningModule):
 def schedule_factor(schedule: dict[str, Any], step: int, min_ratio: float) -> float:
     return lr_factor(step, schedule["warmup_steps"], schedule["total_steps"], min_ratio,
                      schedule.get("resized_at"), schedule.get("resized_factor"))
+
+
+def requested_schedule(hp: Any, total: int) -> dict[str, int]:
+    """The schedule a fit of ``total`` steps asks for: explicit warm-up steps, else a fraction of the total."""
+    warmup = hp["warmup_steps"] if hp["warmup_steps"] is not None else int((hp["warmup_fraction"] or 0.0) * total)
+    return {"total_steps": total, "warmup_steps": warmup}
 
 
 def resumed_schedule(old: dict[str, Any], new: dict[str, Any], step: int, extend: bool,
